@@ -1,0 +1,209 @@
+//! Audit: exactly one [`AuditRecord`] per request, allowed, denied or failed.
+//!
+//! Records are typed, so nothing free-form (and no secret) can slip in: argument values are never
+//! recorded, only their size and a keyed hash ([`ArgumentDigest`]); the key is random per gateway
+//! process, so equal arguments can be correlated within one run but short values cannot be
+//! recovered by hashing guesses. Records go through a channel to one writer task that keeps their
+//! order and flushes when idle; [`AuditLog::close`] drains everything on shutdown.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::SystemTime;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+/// How the request ended for the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// Authorized and forwarded (or answered by the gateway itself).
+    Allow,
+    /// Refused by authentication, authorization or a transport check.
+    Deny,
+    /// Allowed, but it failed (upstream error, timeout, unavailable service, bad input).
+    Error,
+}
+
+/// One audit record. Field names are part of the audit format (`docs/audit.md`).
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct AuditRecord {
+    pub time: String,
+    pub request_id: String,
+    pub transport: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol_version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// A short hash of the session id (the id itself is a handle worth keeping out of logs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jsonrpc_id: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    pub decision: Option<Decision>,
+    /// The rule or check that decided (`grants[0]`, `default-deny`, `auth`, `origin`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// `ok`, or the JSON-RPC error code / HTTP status that the caller received.
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    pub latency_us: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<ArgumentDigest>,
+}
+
+/// What is recorded about request arguments instead of their values.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ArgumentDigest {
+    pub bytes: usize,
+    pub hmac_sha256: String,
+}
+
+/// Where records go, and the key for argument digests.
+#[derive(Debug, Clone)]
+pub struct AuditLog {
+    tx: mpsc::UnboundedSender<AuditRecord>,
+    key: [u8; 32],
+}
+
+/// Finishes writing when dropped or awaited via [`AuditLog::close`].
+#[derive(Debug)]
+pub struct AuditWriter(tokio::task::JoinHandle<()>);
+
+impl AuditWriter {
+    /// Waits until every record sent before all [`AuditLog`] clones were dropped is written.
+    pub async fn finish(self) {
+        let _ = self.0.await;
+    }
+}
+
+impl AuditLog {
+    /// Starts the writer task: to `file` (appending, created with mode 0600) or to stderr.
+    pub fn start(file: Option<&Path>) -> std::io::Result<(AuditLog, AuditWriter)> {
+        let out: Box<dyn Write + Send> = match file {
+            Some(path) => {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                let mut options = std::fs::OpenOptions::new();
+                options.append(true).create(true);
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+                Box::new(options.open(path)?)
+            }
+            None => Box::new(std::io::stderr()),
+        };
+        Ok(Self::with_writer(out))
+    }
+
+    pub fn with_writer(out: Box<dyn Write + Send>) -> (AuditLog, AuditWriter) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut key = [0u8; 32];
+        // A fixed key would only weaken correlation-resistance, never correctness.
+        let _ = getrandom::fill(&mut key);
+        let task = tokio::spawn(write_records(rx, out));
+        (AuditLog { tx, key }, AuditWriter(task))
+    }
+
+    /// Records one request. Never blocks; the time is stamped here.
+    pub fn record(&self, mut record: AuditRecord) {
+        record.time = humantime::format_rfc3339_micros(SystemTime::now()).to_string();
+        if self.tx.send(record).is_err() {
+            eprintln!("micromcp: audit writer has stopped; a record was lost");
+        }
+    }
+
+    /// Size and keyed hash of a JSON value (e.g. tool arguments).
+    pub fn digest(&self, value: &serde_json::Value) -> ArgumentDigest {
+        let bytes = serde_json::to_vec(value).unwrap_or_default();
+        let mut h = Sha256::new();
+        h.update(self.key);
+        h.update(&bytes);
+        ArgumentDigest { bytes: bytes.len(), hmac_sha256: hex::encode(h.finalize()) }
+    }
+
+    /// A short, non-reversible label for a session id.
+    pub fn session_label(&self, session_id: &str) -> String {
+        let mut h = Sha256::new();
+        h.update(self.key);
+        h.update(session_id.as_bytes());
+        hex::encode(&h.finalize()[..6])
+    }
+}
+
+async fn write_records(mut rx: mpsc::UnboundedReceiver<AuditRecord>, mut out: Box<dyn Write + Send>) {
+    let mut batch = Vec::new();
+    while rx.recv_many(&mut batch, 256).await > 0 {
+        let mut buf = Vec::with_capacity(batch.len() * 256);
+        for record in batch.drain(..) {
+            if serde_json::to_writer(&mut buf, &record).is_ok() {
+                buf.push(b'\n');
+            }
+        }
+        let written = tokio::task::block_in_place(|| out.write_all(&buf).and_then(|()| out.flush()));
+        if let Err(e) = written {
+            eprintln!("micromcp: cannot write audit records: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+    impl Write for Shared {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn every_record_is_written_in_order_before_finish_returns() {
+        let sink = Shared::default();
+        let (log, writer) = AuditLog::with_writer(Box::new(sink.clone()));
+        for i in 0..1000 {
+            log.record(AuditRecord { request_id: format!("r{i}"), status: "ok".into(), ..Default::default() });
+        }
+        drop(log);
+        writer.finish().await;
+        let text = String::from_utf8(sink.0.lock().expect("lock").clone()).expect("utf8");
+        let ids: Vec<String> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json")["request_id"].as_str().expect("id").to_owned())
+            .collect();
+        assert_eq!(ids.len(), 1000);
+        assert!(ids.iter().enumerate().all(|(i, id)| *id == format!("r{i}")));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn digests_hide_values_and_are_keyed() {
+        let (a, _wa) = AuditLog::with_writer(Box::new(std::io::sink()));
+        let (b, _wb) = AuditLog::with_writer(Box::new(std::io::sink()));
+        let v = serde_json::json!({"password": "hunter2"});
+        let da = a.digest(&v);
+        assert_eq!(da, a.digest(&v));
+        assert_ne!(da.hmac_sha256, b.digest(&v).hmac_sha256);
+        assert!(!serde_json::to_string(&da).expect("json").contains("hunter2"));
+    }
+}

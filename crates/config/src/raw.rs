@@ -1,0 +1,180 @@
+//! Raw config types: what the user typed, before any check.
+//!
+//! Sections (and each service, token and grant) are deserialized one at a time so that a type
+//! error in one does not hide problems in the others. Unknown keys are collected, not fatal.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::ConfigError;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawListen {
+    pub addr: Option<String>,
+    pub allowed_hosts: Option<Vec<String>>,
+    pub allowed_origins: Option<Vec<String>>,
+    pub max_body_bytes: Option<u64>,
+    pub max_json_depth: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawGateway {
+    pub separator: Option<String>,
+    pub call_timeout: Option<String>,
+    pub shutdown_grace: Option<String>,
+    pub max_sessions: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawIdentity {
+    pub principal: String,
+    pub agent: Option<String>,
+    pub tenant: Option<String>,
+    pub roles: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawToken {
+    #[serde(flatten)]
+    pub identity: RawIdentity,
+    pub hash: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawGrant {
+    pub principal: String,
+    pub agent: Option<String>,
+    pub tools: Option<Vec<String>>,
+    pub prompts: Option<Vec<String>>,
+    pub resources: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawAudit {
+    pub file: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawService {
+    pub builtin: Option<String>,
+    pub command: Option<Vec<String>>,
+    pub args: Option<Vec<String>>,
+    pub cwd: Option<String>,
+    pub env: Option<BTreeMap<String, String>>,
+    pub url: Option<String>,
+    pub headers: Option<BTreeMap<String, String>>,
+    pub timeout: Option<String>,
+    pub prefix: Option<bool>,
+    pub protocol: Option<String>,
+}
+
+/// The whole file. Entries that failed to deserialize are absent (their errors are recorded);
+/// `service_names` still lists every declared service so references to it are not misreported.
+#[derive(Debug, Default)]
+pub struct RawConfig {
+    pub listen: RawListen,
+    pub gateway: RawGateway,
+    pub tokens: Vec<(String, RawToken)>,
+    pub stdio: Option<RawIdentity>,
+    pub grants: Vec<(String, RawGrant)>,
+    pub audit: RawAudit,
+    pub services: BTreeMap<String, RawService>,
+    pub service_names: BTreeSet<String>,
+}
+
+const TOP_LEVEL_KEYS: [&str; 7] = ["listen", "gateway", "auth", "stdio", "policy", "audit", "services"];
+
+pub fn parse(text: &str) -> (RawConfig, Vec<ConfigError>) {
+    let mut errors = Vec::new();
+    let mut raw = RawConfig::default();
+    let mut table: toml::Table = match text.parse() {
+        Ok(t) => t,
+        Err(e) => {
+            errors.push(ConfigError { path: String::new(), message: format!("not valid TOML: {}", e.message()) });
+            if let Some(span) = e.span() {
+                let line = text[..span.start].lines().count().max(1);
+                errors.last_mut().expect("just pushed").message += &format!(" (line {line})");
+            }
+            return (raw, errors);
+        }
+    };
+    for key in table.keys() {
+        if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
+            errors.push(err(key, "unknown key"));
+        }
+    }
+    raw.listen = section(table.remove("listen"), "listen", &mut errors).unwrap_or_default();
+    raw.gateway = section(table.remove("gateway"), "gateway", &mut errors).unwrap_or_default();
+    raw.audit = section(table.remove("audit"), "audit", &mut errors).unwrap_or_default();
+    raw.stdio = section(table.remove("stdio"), "stdio", &mut errors);
+    raw.tokens = entries(table.remove("auth"), "auth", "tokens", &mut errors);
+    raw.grants = entries(table.remove("policy"), "policy", "grants", &mut errors);
+    match table.remove("services") {
+        None => {}
+        Some(toml::Value::Table(services)) => {
+            for (name, value) in services {
+                let path = format!("services.{name}");
+                raw.service_names.insert(name.clone());
+                if let Some(service) = section(Some(value), &path, &mut errors) {
+                    raw.services.insert(name, service);
+                }
+            }
+        }
+        Some(_) => errors.push(err("services", "must be a table of services")),
+    }
+    (raw, errors)
+}
+
+/// Reads `[[<table>.<key>]]` entries, each on its own, tagging each with its key path.
+fn entries<T: DeserializeOwned>(
+    value: Option<toml::Value>,
+    table: &str,
+    key: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<(String, T)> {
+    let Some(value) = value else { return Vec::new() };
+    let toml::Value::Table(mut t) = value else {
+        errors.push(err(table, "must be a table"));
+        return Vec::new();
+    };
+    for other in t.keys().filter(|k| *k != key) {
+        errors.push(err(&format!("{table}.{other}"), "unknown key"));
+    }
+    match t.remove(key) {
+        None => Vec::new(),
+        Some(toml::Value::Array(items)) => items
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, item)| {
+                let path = format!("{table}.{key}[{i}]");
+                section(Some(item), &path, errors).map(|v| (path, v))
+            })
+            .collect(),
+        Some(_) => {
+            errors.push(err(&format!("{table}.{key}"), &format!("must be an array of tables ([[{table}.{key}]])")));
+            Vec::new()
+        }
+    }
+}
+
+fn section<T: DeserializeOwned>(value: Option<toml::Value>, path: &str, errors: &mut Vec<ConfigError>) -> Option<T> {
+    let value = value?;
+    let mut unknown = Vec::new();
+    let parsed = serde_ignored::deserialize(value, |p| unknown.push(p.to_string()));
+    for key in unknown {
+        errors.push(err(&format!("{path}.{key}"), "unknown key"));
+    }
+    match parsed {
+        Ok(v) => Some(v),
+        Err(e) => {
+            errors.push(err(path, &e.to_string().trim().replace('\n', " ")));
+            None
+        }
+    }
+}
+
+fn err(path: &str, message: &str) -> ConfigError {
+    ConfigError { path: path.to_owned(), message: message.to_owned() }
+}

@@ -1,0 +1,141 @@
+//! Upstream MCP services as the gateway sees them: something that answers requests.
+//!
+//! Each [`Upstream`] owns its connection and its own request-id space: ids sent upstream are
+//! the gateway's (a counter per connection), never a client's, so two clients using the same id
+//! can never receive each other's responses. Dropping an unfinished [`Upstream::request`] future
+//! (client went away, timeout, cancellation) tells the upstream with `notifications/cancelled`.
+//!
+//! Notifications from upstreams (progress, list changes, resource updates) arrive on one
+//! [`UpstreamEvent`] channel; the gateway decides which client, if any, receives each.
+
+mod http;
+mod pending;
+mod stdio;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use micromcp_config::{Service, ServiceTransport, UpstreamProtocol};
+use micromcp_protocol::ErrorObject;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+pub use http::HttpUpstream;
+pub use stdio::StdioUpstream;
+
+/// Why an upstream request failed. Messages are safe to show a client: they name the service
+/// and never carry upstream internals.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum UpstreamError {
+    #[error("service {service:?} is unavailable ({reason})")]
+    Unavailable { service: String, reason: String },
+    #[error("service {service:?} did not answer within {timeout:?}")]
+    Timeout { service: String, timeout: Duration },
+    /// The upstream answered with a JSON-RPC error.
+    #[error("service {service:?} returned an error: {}", .error.message)]
+    Rpc { service: String, error: ErrorObject },
+    #[error("service {service:?} sent an invalid response ({reason})")]
+    Protocol { service: String, reason: String },
+}
+
+/// A notification from an upstream, for the gateway to route.
+#[derive(Debug, Clone)]
+pub struct UpstreamEvent {
+    pub service: String,
+    pub method: String,
+    pub params: Option<Value>,
+}
+
+/// The protocol version the gateway speaks to an upstream in the session era.
+pub const UPSTREAM_SESSION_VERSION: &str = "2025-11-25";
+pub const UPSTREAM_STATELESS_VERSION: &str = "2026-07-28";
+
+/// How the gateway introduces itself to upstreams.
+pub fn client_info() -> Value {
+    json!({ "name": "micromcp-gateway", "version": env!("CARGO_PKG_VERSION") })
+}
+
+/// Client capabilities the gateway declares upstream: none. Server-to-client requests
+/// (sampling, elicitation, roots) cannot be attributed to one client over a shared connection.
+pub fn client_capabilities() -> Value {
+    json!({})
+}
+
+/// An upstream service connection.
+#[derive(Clone)]
+pub enum Upstream {
+    Stdio(Arc<StdioUpstream>),
+    Http(Arc<HttpUpstream>),
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Upstream::Stdio(_) => "Upstream::Stdio",
+            Upstream::Http(_) => "Upstream::Http",
+        })
+    }
+}
+
+impl Upstream {
+    /// Starts the connection (stdio children are spawned and supervised in the background).
+    pub fn start(name: &str, service: &Service, self_exe: &PathBuf, events: mpsc::UnboundedSender<UpstreamEvent>) -> Self {
+        match &service.transport {
+            ServiceTransport::Builtin { name: builtin, args, env } => {
+                let mut all = vec!["serve".to_owned(), builtin.clone()];
+                all.extend(args.iter().cloned());
+                let program = self_exe.to_string_lossy().into_owned();
+                Upstream::Stdio(StdioUpstream::start(name, program, all, None, env.clone(), events))
+            }
+            ServiceTransport::Stdio { program, args, cwd, env } => {
+                Upstream::Stdio(StdioUpstream::start(name, program.clone(), args.clone(), cwd.clone(), env.clone(), events))
+            }
+            ServiceTransport::Http { url, headers } => Upstream::Http(HttpUpstream::new(
+                name,
+                url.clone(),
+                headers.clone(),
+                service.protocol == UpstreamProtocol::Stateless,
+                events,
+            )),
+        }
+    }
+
+    /// Sends a request and waits for its result. Cancel by dropping the future.
+    pub async fn request(&self, method: &str, params: Option<Value>) -> Result<Value, UpstreamError> {
+        match self {
+            Upstream::Stdio(s) => s.request(method, params).await,
+            Upstream::Http(h) => h.request(method, params).await,
+        }
+    }
+
+    pub async fn notify(&self, method: &str, params: Option<Value>) {
+        match self {
+            Upstream::Stdio(s) => s.notify(method, params),
+            Upstream::Http(h) => h.notify(method, params).await,
+        }
+    }
+
+    /// The upstream's advertised capabilities, once connected.
+    pub fn capabilities(&self) -> Option<Value> {
+        match self {
+            Upstream::Stdio(s) => s.capabilities(),
+            Upstream::Http(h) => h.capabilities(),
+        }
+    }
+
+    /// Stops the connection; stdio children get EOF, then SIGTERM, then SIGKILL.
+    pub async fn shutdown(&self) {
+        match self {
+            Upstream::Stdio(s) => s.shutdown().await,
+            Upstream::Http(_) => {}
+        }
+    }
+}
+
+/// Turns an upstream JSON-RPC error into one safe to show: code and the first line of the
+/// message (bounded); `data` (often stack traces) is dropped.
+pub fn scrub_error(error: ErrorObject) -> ErrorObject {
+    let first_line = error.message.lines().next().unwrap_or("").chars().take(300).collect::<String>();
+    ErrorObject { code: error.code, message: first_line, data: None }
+}

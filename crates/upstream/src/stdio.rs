@@ -1,0 +1,378 @@
+//! Stdio upstreams: a supervised child process speaking newline-delimited JSON-RPC.
+//!
+//! The child gets a cleared environment plus exactly the configured variables, its own process
+//! group (so a terminal's Ctrl-C reaches the gateway, which then stops children in order), and
+//! is restarted with exponential backoff when it exits. While it is down, calls fail at once
+//! with a clear "unavailable" error instead of waiting.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use micromcp_config::Secret;
+use micromcp_protocol::{Message, Response, strict};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, watch};
+use tokio_util::codec::{FramedRead, LinesCodec};
+
+use crate::pending::Pending;
+use crate::{UPSTREAM_SESSION_VERSION, UpstreamError, UpstreamEvent, client_capabilities, client_info};
+
+/// Largest message accepted from a child (one line).
+const MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+const MIN_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A child that ran this long before exiting restarts with the minimum backoff again.
+const HEALTHY_RUN: Duration = Duration::from_secs(60);
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+struct Conn {
+    lines: mpsc::UnboundedSender<String>,
+    pending: Arc<Pending>,
+    capabilities: Value,
+}
+
+impl Conn {
+    fn send(&self, message: &Value) -> bool {
+        self.lines.send(message.to_string()).is_ok()
+    }
+}
+
+pub struct StdioUpstream {
+    name: String,
+    conn: RwLock<Option<Arc<Conn>>>,
+    down_reason: Mutex<String>,
+    stop: watch::Sender<bool>,
+    supervisor: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+struct Launch {
+    program: String,
+    args: Vec<String>,
+    cwd: Option<PathBuf>,
+    env: BTreeMap<String, Secret>,
+}
+
+impl StdioUpstream {
+    pub fn start(
+        name: &str,
+        program: String,
+        args: Vec<String>,
+        cwd: Option<PathBuf>,
+        env: BTreeMap<String, Secret>,
+        events: mpsc::UnboundedSender<UpstreamEvent>,
+    ) -> Arc<Self> {
+        let (stop, _) = watch::channel(false);
+        let this = Arc::new(Self {
+            name: name.to_owned(),
+            conn: RwLock::new(None),
+            down_reason: Mutex::new("starting".into()),
+            stop,
+            supervisor: Mutex::new(None),
+        });
+        let launch = Launch { program, args, cwd, env };
+        let task = tokio::spawn(supervise(this.clone(), launch, events));
+        *lock(&this.supervisor) = Some(task);
+        this
+    }
+
+    fn current(&self) -> Result<Arc<Conn>, UpstreamError> {
+        let conn = self.conn.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        conn.ok_or_else(|| UpstreamError::Unavailable { service: self.name.clone(), reason: lock(&self.down_reason).clone() })
+    }
+
+    pub fn capabilities(&self) -> Option<Value> {
+        self.current().ok().map(|c| c.capabilities.clone())
+    }
+
+    pub async fn request(&self, method: &str, params: Option<Value>) -> Result<Value, UpstreamError> {
+        let conn = self.current()?;
+        call(&conn, &self.name, method, params).await
+    }
+
+    pub fn notify(&self, method: &str, params: Option<Value>) {
+        if let Ok(conn) = self.current() {
+            conn.send(&notification(method, params));
+        }
+    }
+
+    pub async fn shutdown(&self) {
+        self.stop.send_replace(true);
+        let task = lock(&self.supervisor).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}
+
+fn notification(method: &str, params: Option<Value>) -> Value {
+    let mut n = json!({ "jsonrpc": "2.0", "method": method });
+    if let Some(p) = params {
+        n["params"] = p;
+    }
+    n
+}
+
+/// Sends one request on `conn` and waits for the reply. If the future is dropped first, the
+/// upstream is told to cancel.
+async fn call(conn: &Arc<Conn>, service: &str, method: &str, params: Option<Value>) -> Result<Value, UpstreamError> {
+    let (id, reply) = conn.pending.register();
+    let mut guard = CancelOnDrop { conn: Some(conn.clone()), id };
+    let mut request = json!({ "jsonrpc": "2.0", "id": id, "method": method });
+    if let Some(p) = params {
+        request["params"] = p;
+    }
+    let unavailable = |reason: &str| UpstreamError::Unavailable { service: service.to_owned(), reason: reason.to_owned() };
+    if !conn.send(&request) {
+        return Err(unavailable("connection closed"));
+    }
+    let reply = reply.await.map_err(|_| unavailable("the process exited before answering"))?;
+    guard.conn = None;
+    reply.map_err(|error| UpstreamError::Rpc { service: service.to_owned(), error })
+}
+
+struct CancelOnDrop {
+    conn: Option<Arc<Conn>>,
+    id: u64,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            if conn.pending.forget(self.id) {
+                let params = json!({ "requestId": self.id, "reason": "cancelled by the gateway" });
+                conn.send(&notification("notifications/cancelled", Some(params)));
+            }
+        }
+    }
+}
+
+async fn supervise(this: Arc<StdioUpstream>, launch: Launch, events: mpsc::UnboundedSender<UpstreamEvent>) {
+    let mut stop = this.stop.subscribe();
+    let mut backoff = MIN_BACKOFF;
+    let set_down = |reason: String| *lock(&this.down_reason) = reason;
+    let mut first = true;
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let started = Instant::now();
+        match spawn(&launch) {
+            Err(e) => {
+                tracing::error!(service = %this.name, "cannot start: {e}");
+                set_down(format!("cannot start: {e}"));
+            }
+            Ok(mut child) => {
+                let (conn, reader) = connect(&this.name, &mut child, events.clone());
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&conn, &this.name)).await {
+                    Ok(Ok(capabilities)) => {
+                        let conn = Arc::new(Conn { capabilities, ..conn });
+                        *this.conn.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(conn.clone());
+                        tracing::info!(service = %this.name, pid = child.id(), "service is ready");
+                        if !first {
+                            // Lists may differ after a restart.
+                            for method in ["notifications/tools/list_changed", "notifications/prompts/list_changed", "notifications/resources/list_changed"] {
+                                let _ = events.send(UpstreamEvent { service: this.name.clone(), method: method.into(), params: None });
+                            }
+                        }
+                    }
+                    Ok(Err(e)) => set_down(format!("initialization failed: {e}")),
+                    Err(_) => set_down("initialization timed out".into()),
+                }
+                first = false;
+                let stopped = tokio::select! {
+                    status = child.wait() => {
+                        let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                        tracing::warn!(service = %this.name, "process exited ({status}); restarting");
+                        set_down(format!("process exited ({status}); restarting"));
+                        false
+                    }
+                    _ = stop.wait_for(|s| *s) => true,
+                };
+                let old = this.conn.write().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+                if let Some(old) = &old {
+                    old.pending.fail_all();
+                }
+                drop(old);
+                if stopped {
+                    set_down("the gateway is shutting down".into());
+                    stop_child(&this.name, child).await;
+                    reader.abort();
+                    break;
+                }
+                reader.abort();
+                if started.elapsed() >= HEALTHY_RUN {
+                    backoff = MIN_BACKOFF;
+                }
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+async fn handshake(conn: &Conn, service: &str) -> Result<Value, UpstreamError> {
+    let conn = Arc::new(Conn { lines: conn.lines.clone(), pending: conn.pending.clone(), capabilities: Value::Null });
+    let params = json!({
+        "protocolVersion": UPSTREAM_SESSION_VERSION,
+        "capabilities": client_capabilities(),
+        "clientInfo": client_info(),
+    });
+    let result = call(&conn, service, "initialize", Some(params)).await?;
+    conn.send(&notification("notifications/initialized", None));
+    Ok(result.get("capabilities").cloned().unwrap_or_else(|| json!({})))
+}
+
+fn spawn(launch: &Launch) -> std::io::Result<Child> {
+    let program = resolve_program(&launch.program)?;
+    let mut cmd = Command::new(program);
+    cmd.args(&launch.args)
+        .env_clear()
+        .envs(launch.env.iter().map(|(k, v)| (k, v.expose())))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .process_group(0);
+    if let Some(cwd) = &launch.cwd {
+        cmd.current_dir(cwd);
+    }
+    cmd.spawn()
+}
+
+/// Finds a bare program name on the gateway's own PATH (the child's environment is cleared, so
+/// it could not); names with a `/` are used as given.
+fn resolve_program(program: &str) -> std::io::Result<PathBuf> {
+    if program.contains('/') {
+        return Ok(PathBuf::from(program));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| is_executable(candidate))
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("{program:?} not found on PATH")))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+}
+
+/// Wires the child's pipes: a writer task for stdin, a reader task for stdout, a logger for
+/// stderr. The returned handle is the stdout reader.
+fn connect(service: &str, child: &mut Child, events: mpsc::UnboundedSender<UpstreamEvent>) -> (Conn, tokio::task::JoinHandle<()>) {
+    let (lines_tx, mut lines_rx) = mpsc::unbounded_channel::<String>();
+    let pending = Arc::new(Pending::default());
+    if let Some(mut stdin) = child.stdin.take() {
+        tokio::spawn(async move {
+            while let Some(mut line) = lines_rx.recv().await {
+                line.push('\n');
+                if stdin.write_all(line.as_bytes()).await.is_err() || stdin.flush().await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    if let Some(stderr) = child.stderr.take() {
+        let service = service.to_owned();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let line: String = line.chars().take(2000).collect();
+                tracing::info!(target: "micromcp::upstream::stderr", service = %service, "{line}");
+            }
+        });
+    }
+    let stdout = child.stdout.take();
+    let reader = {
+        let pending = pending.clone();
+        let lines_tx = lines_tx.clone();
+        let service = service.to_owned();
+        tokio::spawn(async move {
+            let Some(stdout) = stdout else { return };
+            let mut frames = FramedRead::new(stdout, LinesCodec::new_with_max_length(MAX_LINE_BYTES));
+            while let Some(frame) = frames.next().await {
+                match frame {
+                    Ok(line) => on_line(&service, &line, &pending, &lines_tx, &events),
+                    Err(e) => {
+                        tracing::warn!(service = %service, "unreadable output from service: {e}");
+                        break;
+                    }
+                }
+            }
+        })
+    };
+    (Conn { lines: lines_tx, pending, capabilities: Value::Null }, reader)
+}
+
+fn on_line(
+    service: &str,
+    line: &str,
+    pending: &Pending,
+    out: &mpsc::UnboundedSender<String>,
+    events: &mpsc::UnboundedSender<UpstreamEvent>,
+) {
+    if line.trim().is_empty() {
+        return;
+    }
+    let message = strict::parse(line.as_bytes(), 128).map_err(|e| e.to_string()).and_then(|v| Message::from_value(v).map_err(|e| e.reason));
+    match message {
+        Ok(Message::Response(r)) => {
+            let delivered = r.id.as_u64().is_some_and(|id| pending.complete(id, r.outcome));
+            if !delivered {
+                tracing::debug!(service, id = %r.id, "response for no waiting request (late or cancelled)");
+            }
+        }
+        Ok(Message::Notification(n)) => {
+            let _ = events.send(UpstreamEvent { service: service.to_owned(), method: n.method, params: n.params });
+        }
+        Ok(Message::Request(r)) => {
+            // Server-to-client requests cannot be attributed to one client over a shared
+            // connection; answer them here.
+            let response = match r.method.as_str() {
+                "ping" => Response::ok(r.id, json!({})),
+                "roots/list" => Response::ok(r.id, json!({ "roots": [] })),
+                _ => Response::err(
+                    r.id,
+                    micromcp_protocol::ErrorObject::new(
+                        micromcp_protocol::error_codes::METHOD_NOT_FOUND,
+                        "not available through the micromcp gateway",
+                    ),
+                ),
+            };
+            let _ = out.send(response.to_value().to_string());
+        }
+        Err(e) => tracing::warn!(service, "ignoring a line that is not JSON-RPC: {e}"),
+    }
+}
+
+/// Stops a child: close stdin and wait, then SIGTERM the process group, then SIGKILL it.
+async fn stop_child(service: &str, mut child: Child) {
+    drop(child.stdin.take());
+    if tokio::time::timeout(STOP_GRACE, child.wait()).await.is_ok() {
+        return;
+    }
+    let group = child.id().and_then(|id| i32::try_from(id).ok()).map(nix::unistd::Pid::from_raw);
+    if let Some(group) = group {
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGTERM);
+        if tokio::time::timeout(STOP_GRACE, child.wait()).await.is_ok() {
+            return;
+        }
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+    }
+    tracing::warn!(service, "service did not stop in time; killed");
+    let _ = child.kill().await;
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

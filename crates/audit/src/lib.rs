@@ -76,8 +76,14 @@ pub struct ArgumentDigest {
 /// Where records go, and the key for argument digests.
 #[derive(Debug, Clone)]
 pub struct AuditLog {
-    tx: mpsc::UnboundedSender<AuditRecord>,
+    tx: mpsc::UnboundedSender<Entry>,
     key: [u8; 32],
+}
+
+#[derive(Debug)]
+enum Entry {
+    Record(Box<AuditRecord>),
+    Flush(tokio::sync::oneshot::Sender<()>),
 }
 
 /// Finishes writing when dropped or awaited via [`AuditLog::close`].
@@ -122,8 +128,16 @@ impl AuditLog {
     /// Records one request. Never blocks; the time is stamped here.
     pub fn record(&self, mut record: AuditRecord) {
         record.time = humantime::format_rfc3339_micros(SystemTime::now()).to_string();
-        if self.tx.send(record).is_err() {
+        if self.tx.send(Entry::Record(Box::new(record))).is_err() {
             eprintln!("micromcp: audit writer has stopped; a record was lost");
+        }
+    }
+
+    /// Waits until every record sent before this call is written and flushed.
+    pub async fn flush(&self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.tx.send(Entry::Flush(tx)).is_ok() {
+            let _ = rx.await;
         }
     }
 
@@ -145,18 +159,27 @@ impl AuditLog {
     }
 }
 
-async fn write_records(mut rx: mpsc::UnboundedReceiver<AuditRecord>, mut out: Box<dyn Write + Send>) {
+async fn write_records(mut rx: mpsc::UnboundedReceiver<Entry>, mut out: Box<dyn Write + Send>) {
     let mut batch = Vec::new();
     while rx.recv_many(&mut batch, 256).await > 0 {
         let mut buf = Vec::with_capacity(batch.len() * 256);
-        for record in batch.drain(..) {
-            if serde_json::to_writer(&mut buf, &record).is_ok() {
-                buf.push(b'\n');
+        let mut flushed = Vec::new();
+        for entry in batch.drain(..) {
+            match entry {
+                Entry::Record(record) => {
+                    if serde_json::to_writer(&mut buf, &record).is_ok() {
+                        buf.push(b'\n');
+                    }
+                }
+                Entry::Flush(done) => flushed.push(done),
             }
         }
         let written = tokio::task::block_in_place(|| out.write_all(&buf).and_then(|()| out.flush()));
         if let Err(e) = written {
             eprintln!("micromcp: cannot write audit records: {e}");
+        }
+        for done in flushed {
+            let _ = done.send(());
         }
     }
 }

@@ -238,7 +238,11 @@ fn service(s: &RawService, path: &str, base_dir: &Path, default_timeout: Duratio
         };
         let mut args = first_args.to_vec();
         args.extend(s.args.clone().unwrap_or_default());
-        ServiceTransport::Stdio { program: program.clone(), args, cwd: s.cwd.as_ref().map(|c| base_dir.join(c)), env: env(e) }
+        // Relative paths (program, cwd, and args the program opens) are relative to the config
+        // file: the child runs in the config's folder unless `cwd` says otherwise.
+        let program = if program.contains('/') { base_dir.join(program).to_string_lossy().into_owned() } else { program.clone() };
+        let cwd = Some(base_dir.join(s.cwd.as_deref().unwrap_or(".")));
+        ServiceTransport::Stdio { program, args, cwd, env: env(e) }
     } else {
         let url = s.url.clone().unwrap_or_default();
         if !(url.starts_with("http://") || url.starts_with("https://")) {

@@ -1,1 +1,122 @@
-//! placeholder
+//! The micromcp gateway: one authenticated MCP endpoint in front of many upstream services.
+//!
+//! Where things live (the order of the request path is in [`pipeline`]):
+//! - [`http`] and [`stdio`]: client-facing transports. They do the transport checks (Host,
+//!   Origin, size, nesting, protocol headers, era), authenticate, and hand each JSON-RPC request
+//!   to [`Gateway::handle`].
+//! - [`pipeline`]: the request path, stage by stage, and the one audit record per request.
+//! - [`federation`]: routing public names to services, merging lists, cursors.
+//! - [`session`]: session-era sessions, bound to the principal that created them.
+//! - [`events`]: notifications from upstreams, delivered only to the client they belong to.
+//! - [`normalize`]: result shapes per protocol era.
+
+pub mod events;
+pub mod federation;
+pub mod http;
+pub mod normalize;
+pub mod pipeline;
+pub mod session;
+pub mod stdio;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use micromcp_audit::AuditLog;
+use micromcp_auth::Authenticator;
+use micromcp_config::Config;
+use micromcp_policy::{Allowlist, Authorizer};
+use micromcp_protocol::names::Namer;
+use micromcp_upstream::Upstream;
+use tokio::sync::mpsc;
+
+pub use pipeline::Caller;
+
+/// One configured upstream service.
+#[derive(Debug)]
+pub struct ServiceHandle {
+    pub name: String,
+    pub upstream: Upstream,
+    pub timeout: Duration,
+    /// Names are published as `<service><sep><name>` (true) or unchanged (false).
+    pub prefix: bool,
+}
+
+/// The gateway: configuration, services and the stages of the request path.
+pub struct Gateway {
+    pub(crate) config: Config,
+    pub(crate) namer: Namer,
+    pub(crate) services: BTreeMap<String, ServiceHandle>,
+    pub(crate) authn: Box<dyn Authenticator>,
+    pub(crate) authz: Box<dyn Authorizer>,
+    pub(crate) audit: AuditLog,
+    pub(crate) sessions: session::Sessions,
+    pub(crate) routes: events::Routes,
+    /// The stdio client, when serving stdio.
+    pub(crate) stdio: std::sync::OnceLock<Arc<session::Session>>,
+    instance: String,
+    request_counter: AtomicU64,
+}
+
+impl Gateway {
+    /// Starts every upstream and the notification router. `self_exe` is spawned for builtins.
+    pub fn start(config: Config, authn: Box<dyn Authenticator>, audit: AuditLog, self_exe: PathBuf) -> Arc<Gateway> {
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let services = config
+            .services
+            .iter()
+            .map(|(name, s)| {
+                let upstream = Upstream::start(name, s, &self_exe, events_tx.clone());
+                (name.clone(), ServiceHandle { name: name.clone(), upstream, timeout: s.call_timeout, prefix: s.prefix })
+            })
+            .collect();
+        let mut instance = [0u8; 4];
+        let _ = getrandom::fill(&mut instance);
+        let gateway = Arc::new(Gateway {
+            namer: Namer::new(config.gateway.separator.clone()),
+            authz: Box::new(Allowlist::new(config.grants.clone(), config.gateway.separator.clone())),
+            sessions: session::Sessions::new(config.gateway.max_sessions),
+            routes: events::Routes::default(),
+            stdio: std::sync::OnceLock::new(),
+            config,
+            services,
+            authn,
+            audit,
+            instance: instance.iter().map(|b| format!("{b:02x}")).collect(),
+            request_counter: AtomicU64::new(0),
+        });
+        tokio::spawn(events::route_events(Arc::downgrade(&gateway), events_rx));
+        tokio::spawn(session::expire_idle(Arc::downgrade(&gateway)));
+        gateway
+    }
+
+    pub(crate) fn stdio_session(&self) -> Option<Arc<session::Session>> {
+        self.stdio.get().cloned()
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// A gateway-unique id for the audit record of one request.
+    pub(crate) fn next_request_id(&self) -> String {
+        format!("{}-{}", self.instance, self.request_counter.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+
+    /// Names of services whose upstream is connected.
+    pub fn ready_services(&self) -> Vec<(&str, bool)> {
+        self.services.values().map(|s| (s.name.as_str(), s.upstream.capabilities().is_some())).collect()
+    }
+
+    /// Waits until every audit record so far is written.
+    pub async fn flush_audit(&self) {
+        self.audit.flush().await;
+    }
+
+    /// Stops every upstream (children get EOF, then SIGTERM, then SIGKILL).
+    pub async fn shutdown(&self) {
+        futures::future::join_all(self.services.values().map(|s| s.upstream.shutdown())).await;
+    }
+}

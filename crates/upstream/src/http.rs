@@ -139,7 +139,9 @@ impl HttpUpstream {
             if let Some(obj) = p.as_object_mut() {
                 let meta = obj.entry("_meta").or_insert_with(|| json!({}));
                 meta["io.modelcontextprotocol/protocolVersion"] = UPSTREAM_STATELESS_VERSION.into();
-                meta["io.modelcontextprotocol/clientCapabilities"] = client_capabilities();
+                if meta.get("io.modelcontextprotocol/clientCapabilities").is_none() {
+                    meta["io.modelcontextprotocol/clientCapabilities"] = client_capabilities();
+                }
                 meta["io.modelcontextprotocol/clientInfo"] = client_info();
             }
         }

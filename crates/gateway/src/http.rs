@@ -1,0 +1,505 @@
+//! Client-facing Streamable HTTP at `/mcp`, both protocol eras.
+//!
+//! Every request, in order (each refusal is audited and answered with a clear reason):
+//! 1. Host must be a loopback name (when bound to loopback) or listed in `listen.allowed_hosts`;
+//!    `Origin`, when present, must be listed in `listen.allowed_origins` — else 403 (DNS
+//!    rebinding, CSRF).
+//! 2. No query string: credentials are accepted only in the `Authorization` header — else 400.
+//! 3. Authenticate the bearer token — else 401 with `WWW-Authenticate`.
+//! 4. Body: `Content-Type: application/json`, at most `listen.max_body_bytes` (413), strict JSON
+//!    with bounded nesting and no duplicate keys (400, -32700), one message, no batches (400).
+//! 5. Era: `initialize` starts a session-era session; a request whose `_meta` or
+//!    `MCP-Protocol-Version` says 2026-07-28 is stateless and must carry matching
+//!    `MCP-Protocol-Version`, `Mcp-Method` and `Mcp-Name` headers (400, -32020); anything else
+//!    needs an `Mcp-Session-Id` owned by the caller (400 missing, 404 unknown or not theirs).
+//! 6. Hand the request to [`Gateway::handle`]; the answer is JSON, or an SSE stream when the
+//!    client asked for progress and accepts `text/event-stream`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use futures::StreamExt;
+use micromcp_auth::{AuthError, Principal};
+use micromcp_protocol::era::supported_versions;
+use micromcp_protocol::headers::decode_value;
+use micromcp_protocol::jsonrpc::error_without_id;
+use micromcp_protocol::{Era, ErrorObject, Message, ProtocolVersion, Request as RpcRequest, error_codes, strict};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+use crate::pipeline::Caller;
+use crate::session::Session;
+use crate::Gateway;
+
+const SESSION_HEADER: &str = "mcp-session-id";
+const VERSION_HEADER: &str = "mcp-protocol-version";
+const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+const META_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
+
+type Gw = State<Arc<Gateway>>;
+
+/// The HTTP routes: `/mcp`, `/healthz`, `/readyz`.
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/mcp", any(mcp))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(gateway)
+}
+
+/// Serves until `shutdown` resolves, then lets in-flight requests finish.
+pub async fn serve(
+    gateway: Arc<Gateway>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(gateway)).with_graceful_shutdown(shutdown).await
+}
+
+async fn readyz(State(gw): Gw) -> Response {
+    let services: serde_json::Map<String, Value> =
+        gw.ready_services().into_iter().map(|(name, ready)| (name.to_owned(), json!(if ready { "ready" } else { "unavailable" }))).collect();
+    let all = services.values().all(|v| v == "ready");
+    let status = if all { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, axum::Json(json!({ "ready": all, "services": services }))).into_response()
+}
+
+/// A refusal before the request path: status, JSON-RPC error, audit rule.
+struct Refusal {
+    status: StatusCode,
+    error: ErrorObject,
+    rule: &'static str,
+    id: Option<Value>,
+    extra: Option<(header::HeaderName, HeaderValue)>,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, code: i64, rule: &'static str, message: impl Into<String>) -> Self {
+        Self { status, error: ErrorObject::new(code, message), rule, id: None, extra: None }
+    }
+}
+
+async fn mcp(State(gw): Gw, request: Request) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let mut principal = None;
+    let mut rpc_method = None;
+    let outcome = match check_transport(&gw, &request).and_then(|()| authenticate(&gw, request.headers())) {
+        Err(refusal) => Err(refusal),
+        Ok(p) => {
+            principal = Some(p.clone());
+            match method {
+                Method::POST => post(&gw, p, request, &mut rpc_method).await,
+                Method::GET => get_stream(&gw, &p, request.headers()),
+                Method::DELETE => delete(&gw, &p, request.headers()).await,
+                _ => Err(Refusal::new(StatusCode::METHOD_NOT_ALLOWED, error_codes::INVALID_REQUEST, "http-method", "use POST, GET or DELETE")),
+            }
+        }
+    };
+    match outcome {
+        Ok(response) => response,
+        Err(refusal) => {
+            gw.audit_rejection("http", principal.as_ref(), rpc_method.as_deref(), Some(refusal.status.as_u16()), refusal.rule, &refusal.error.message, started);
+            refusal_response(refusal)
+        }
+    }
+}
+
+fn refusal_response(refusal: Refusal) -> Response {
+    let body = match refusal.id {
+        Some(id) => json!({ "jsonrpc": "2.0", "id": id, "error": refusal.error.to_value() }),
+        None => error_without_id(&refusal.error),
+    };
+    let mut response = (refusal.status, axum::Json(body)).into_response();
+    if let Some((name, value)) = refusal.extra {
+        response.headers_mut().insert(name, value);
+    }
+    if refusal.status == StatusCode::METHOD_NOT_ALLOWED {
+        response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
+    }
+    response
+}
+
+/// Host, Origin and query-string checks.
+fn check_transport(gw: &Gateway, request: &Request) -> Result<(), Refusal> {
+    let headers = request.headers();
+    let listen = &gw.config.listen;
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    if !host_allowed(host, listen.addr, &listen.allowed_hosts) {
+        return Err(Refusal::new(StatusCode::FORBIDDEN, error_codes::INVALID_REQUEST, "host", "Host header is not allowed"));
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let allowed = origin.to_str().is_ok_and(|o| listen.allowed_origins.iter().any(|a| a.eq_ignore_ascii_case(o)));
+        if !allowed {
+            return Err(Refusal::new(StatusCode::FORBIDDEN, error_codes::INVALID_REQUEST, "origin", "Origin is not allowed"));
+        }
+    }
+    if request.uri().query().is_some() {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            error_codes::INVALID_REQUEST,
+            "query-string",
+            "query parameters are not accepted; send credentials only in the Authorization header",
+        ));
+    }
+    Ok(())
+}
+
+fn host_allowed(host: &str, bound: SocketAddr, allowed: &[String]) -> bool {
+    if host.is_empty() {
+        return false;
+    }
+    let name = if host.starts_with('[') {
+        host.split_once(']').map_or(host, |(h, _)| &h[1..])
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    if allowed.iter().any(|a| a.eq_ignore_ascii_case(host) || a.eq_ignore_ascii_case(name)) {
+        return true;
+    }
+    bound.ip().is_loopback() && (name.eq_ignore_ascii_case("localhost") || name == "127.0.0.1" || name == "::1")
+}
+
+fn authenticate(gw: &Gateway, headers: &HeaderMap) -> Result<Principal, Refusal> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(Refusal::new(StatusCode::BAD_REQUEST, error_codes::INVALID_REQUEST, "auth", "more than one Authorization header"));
+    }
+    gw.authn.authenticate(first.map(HeaderValue::as_bytes)).map_err(|e| {
+        let challenge = match e {
+            AuthError::Missing => "Bearer realm=\"micromcp\"",
+            AuthError::Malformed => "Bearer realm=\"micromcp\", error=\"invalid_request\"",
+            AuthError::Invalid => "Bearer realm=\"micromcp\", error=\"invalid_token\"",
+        };
+        let mut refusal = Refusal::new(StatusCode::UNAUTHORIZED, error_codes::SERVER_ERROR, "auth", format!("unauthorized: {e}"));
+        refusal.extra = Some((header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge)));
+        refusal
+    })
+}
+
+/// One header value, refusing duplicates (two proxies could disagree on which one counts).
+fn single_header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, String> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(format!("more than one {name} header"));
+    }
+    first.map(|v| v.to_str().map_err(|_| format!("{name} header is not visible ASCII"))).transpose()
+}
+
+async fn post(gw: &Arc<Gateway>, principal: Principal, request: Request, rpc_method: &mut Option<String>) -> Result<Response, Refusal> {
+    let (parts, body) = request.into_parts();
+    let headers = parts.headers;
+    let json_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("application/json"));
+    if !json_type {
+        return Err(Refusal::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, error_codes::INVALID_REQUEST, "content-type", "Content-Type must be application/json"));
+    }
+    let message = read_message(gw, &headers, body).await?;
+    let accepts_sse = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/event-stream"));
+    let (method, params) = match &message {
+        Message::Request(r) => (r.method.clone(), r.params.as_ref()),
+        Message::Notification(n) => (n.method.clone(), n.params.as_ref()),
+        Message::Response(_) => (String::new(), None),
+    };
+    *rpc_method = (!method.is_empty()).then(|| method.clone());
+    let meta_version = params.and_then(|p| p.get("_meta")).and_then(|m| m.get(META_VERSION)).and_then(Value::as_str);
+    let header_version = single_header(&headers, VERSION_HEADER).map_err(|m| mismatch(m, &message))?;
+    let stateless = method != "initialize"
+        && (meta_version.is_some() || header_version.and_then(ProtocolVersion::parse).is_some_and(|v| v.era() == Era::Stateless)
+            || header_version.is_some_and(|v| ProtocolVersion::parse(v).is_none() && headers.get(SESSION_HEADER).is_none()));
+
+    if stateless {
+        let (version, capabilities) = check_stateless(&headers, &message, header_version, meta_version)?;
+        let caller = Caller { principal, transport: "http", version, session: None, notify: None, client_capabilities: Some(capabilities) };
+        return Ok(match message {
+            Message::Request(r) if r.method == "subscriptions/listen" => listen(gw, caller, r),
+            Message::Request(r) => answer(gw, caller, r, accepts_sse).await,
+            Message::Notification(n) => {
+                gw.handle_notification(&caller, &n);
+                StatusCode::ACCEPTED.into_response()
+            }
+            Message::Response(_) => {
+                return Err(Refusal::new(StatusCode::BAD_REQUEST, error_codes::INVALID_REQUEST, "unexpected-response", "the gateway sent no request to answer"));
+            }
+        });
+    }
+
+    if let Message::Request(r) = &message {
+        if r.method == "initialize" {
+            return initialize(gw, principal, r.clone()).await;
+        }
+    }
+    let session = session_for(gw, &headers, &principal)?;
+    if let Some(v) = header_version {
+        if ProtocolVersion::parse(v).is_none_or(|p| p.era() != Era::Session) {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                error_codes::INVALID_REQUEST,
+                "protocol-version",
+                format!("unsupported MCP-Protocol-Version {v:?}; supported: {}", supported_versions().join(", ")),
+            ));
+        }
+    }
+    let caller = Caller { principal, transport: "http", version: session.version(), session: Some(session), notify: None, client_capabilities: None };
+    Ok(match message {
+        Message::Request(r) => answer(gw, caller, r, accepts_sse).await,
+        Message::Notification(n) => {
+            gw.handle_notification(&caller, &n);
+            StatusCode::ACCEPTED.into_response()
+        }
+        Message::Response(_) => StatusCode::ACCEPTED.into_response(),
+    })
+}
+
+async fn read_message(gw: &Gateway, headers: &HeaderMap, body: Body) -> Result<Message, Refusal> {
+    let max = gw.config.listen.max_body_bytes;
+    let too_large = || Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, error_codes::INVALID_REQUEST, "body-size", format!("request body exceeds {max} bytes"));
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > max) {
+        return Err(too_large());
+    }
+    let bytes = axum::body::to_bytes(body, max).await.map_err(|_| too_large())?;
+    let value = strict::parse(&bytes, gw.config.listen.max_json_depth)
+        .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, error_codes::PARSE_ERROR, "json", e.to_string()))?;
+    Message::from_value(value).map_err(|e| {
+        let mut refusal = Refusal::new(StatusCode::BAD_REQUEST, error_codes::INVALID_REQUEST, "jsonrpc", e.reason);
+        refusal.id = e.id.map(|id| id.as_value().clone());
+        refusal
+    })
+}
+
+fn mismatch(message: impl Into<String>, rpc: &Message) -> Refusal {
+    let mut refusal = Refusal::new(StatusCode::BAD_REQUEST, error_codes::HEADER_MISMATCH, "protocol-headers", message);
+    if let Message::Request(r) = rpc {
+        refusal.id = Some(r.id.as_value().clone());
+    }
+    refusal
+}
+
+/// The 2026-07-28 rules: headers must match the body; `_meta` must carry version and capabilities.
+fn check_stateless(headers: &HeaderMap, message: &Message, header_version: Option<&str>, meta_version: Option<&str>) -> Result<(ProtocolVersion, Value), Refusal> {
+    let (method, params) = match message {
+        Message::Request(r) => (r.method.as_str(), r.params.as_ref()),
+        Message::Notification(n) => (n.method.as_str(), n.params.as_ref()),
+        Message::Response(_) => ("", None),
+    };
+    let with_id = |mut r: Refusal| {
+        if let Message::Request(req) = message {
+            r.id = Some(req.id.as_value().clone());
+        }
+        r
+    };
+    let Some(header_version) = header_version else {
+        return Err(mismatch("the MCP-Protocol-Version header is required", message));
+    };
+    let unsupported = |requested: &str| {
+        let mut r = Refusal::new(StatusCode::BAD_REQUEST, error_codes::UNSUPPORTED_VERSION, "protocol-version", "Unsupported protocol version");
+        r.error.data = Some(json!({ "supported": supported_versions(), "requested": requested }));
+        with_id(r)
+    };
+    if matches!(message, Message::Notification(_)) && meta_version.is_none() {
+        let version = ProtocolVersion::parse(header_version).filter(|v| v.era() == Era::Stateless).ok_or_else(|| unsupported(header_version))?;
+        return Ok((version, json!({})));
+    }
+    let Some(meta_version) = meta_version else {
+        return Err(with_id(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            error_codes::INVALID_PARAMS,
+            "protocol-meta",
+            format!("params._meta must contain {META_VERSION:?} and {META_CAPABILITIES:?}"),
+        )));
+    };
+    if header_version != meta_version {
+        return Err(mismatch(format!("MCP-Protocol-Version header {header_version:?} does not match the body's {meta_version:?}"), message));
+    }
+    let version = ProtocolVersion::parse(meta_version).filter(|v| v.era() == Era::Stateless).ok_or_else(|| unsupported(meta_version))?;
+    let capabilities = params.and_then(|p| p.get("_meta")).and_then(|m| m.get(META_CAPABILITIES)).cloned();
+    let Some(capabilities @ Value::Object(_)) = capabilities else {
+        return Err(with_id(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            error_codes::INVALID_PARAMS,
+            "protocol-meta",
+            format!("params._meta must contain {META_CAPABILITIES:?} (an object)"),
+        )));
+    };
+    if matches!(message, Message::Request(_)) {
+        match single_header(headers, "mcp-method").map_err(|m| mismatch(m, message))? {
+            Some(h) if h == method => {}
+            Some(h) => return Err(mismatch(format!("Mcp-Method header {h:?} does not match the body's method {method:?}"), message)),
+            None => return Err(mismatch("the Mcp-Method header is required", message)),
+        }
+        let name_key = match method {
+            "tools/call" | "prompts/get" => Some("name"),
+            "resources/read" => Some("uri"),
+            _ => None,
+        };
+        if let Some(key) = name_key {
+            let body_name = params.and_then(|p| p.get(key)).and_then(Value::as_str).unwrap_or("");
+            let raw = single_header(headers, "mcp-name").map_err(|m| mismatch(m, message))?;
+            let Some(raw) = raw else { return Err(mismatch("the Mcp-Name header is required", message)) };
+            let decoded = decode_value(raw).map_err(|m| mismatch(format!("Mcp-Name: {m}"), message))?;
+            if decoded != body_name {
+                return Err(mismatch(format!("Mcp-Name header does not match the body's params.{key}"), message));
+            }
+        }
+    }
+    Ok((version, capabilities))
+}
+
+fn session_for(gw: &Gateway, headers: &HeaderMap, principal: &Principal) -> Result<Arc<Session>, Refusal> {
+    let id = single_header(headers, SESSION_HEADER)
+        .map_err(|m| Refusal::new(StatusCode::BAD_REQUEST, error_codes::INVALID_REQUEST, "session", m))?
+        .ok_or_else(|| Refusal::new(StatusCode::BAD_REQUEST, error_codes::INVALID_REQUEST, "session", "Mcp-Session-Id header is required (send initialize first)"))?;
+    gw.sessions
+        .get(id, principal)
+        .map_err(|_| Refusal::new(StatusCode::NOT_FOUND, error_codes::INVALID_REQUEST, "session", "session not found; send initialize to start a new one"))
+}
+
+async fn initialize(gw: &Arc<Gateway>, principal: Principal, request: RpcRequest) -> Result<Response, Refusal> {
+    let requested = request.params.as_ref().and_then(|p| p.get("protocolVersion")).and_then(Value::as_str).unwrap_or("");
+    // Offer the requested version when we speak it in the session era, else our latest.
+    let version = ProtocolVersion::parse(requested).filter(|v| v.era() == Era::Session).unwrap_or(ProtocolVersion::LATEST_SESSION);
+    let Some(session) = gw.sessions.create(principal.clone(), version) else {
+        return Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, error_codes::SERVER_ERROR, "sessions-full", "too many sessions; try again later"));
+    };
+    let caller = Caller { principal, transport: "http", version, session: Some(session.clone()), notify: None, client_capabilities: None };
+    let response = gw.handle(&caller, request).await;
+    let mut http = axum::Json(response.to_value()).into_response();
+    if let Ok(value) = HeaderValue::from_str(&session.id) {
+        http.headers_mut().insert(SESSION_HEADER, value);
+    }
+    Ok(http)
+}
+
+/// Runs a request and answers with JSON, or with SSE when progress was asked for.
+async fn answer(gw: &Arc<Gateway>, mut caller: Caller, request: RpcRequest, accepts_sse: bool) -> Response {
+    let wants_progress = request.params.as_ref().and_then(|p| p.get("_meta")).and_then(|m| m.get("progressToken")).is_some();
+    if !(wants_progress && accepts_sse) {
+        let version = caller.version;
+        let response = gw.handle(&caller, request).await;
+        return json_reply(version, response.to_value(), response.outcome.as_ref().err().map(|e| e.code));
+    }
+    let (tx, rx) = mpsc::unbounded_channel::<Value>();
+    caller.notify = Some(tx.clone());
+    let gw = gw.clone();
+    let task = tokio::spawn(async move {
+        let response = gw.handle(&caller, request).await;
+        let _ = tx.send(response.to_value());
+    });
+    let stream = UnboundedReceiverStream::new(rx).map(|v| Ok::<_, Infallible>(Event::default().event("message").data(v.to_string())));
+    sse(AbortOnDrop { inner: stream, task })
+}
+
+fn json_reply(version: ProtocolVersion, body: Value, error_code: Option<i64>) -> Response {
+    let status = match (version.era(), error_code) {
+        (Era::Stateless, Some(error_codes::METHOD_NOT_FOUND)) => StatusCode::NOT_FOUND,
+        (Era::Stateless, Some(error_codes::HEADER_MISMATCH | error_codes::MISSING_CLIENT_CAPABILITY | error_codes::UNSUPPORTED_VERSION)) => {
+            StatusCode::BAD_REQUEST
+        }
+        _ => StatusCode::OK,
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+fn sse<S>(stream: S) -> Response
+where
+    S: futures::Stream<Item = Result<Event, Infallible>> + Send + 'static,
+{
+    let mut response = Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response();
+    response.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+/// Aborts the request task when the client goes away (the upstream call is then cancelled).
+struct AbortOnDrop<S> {
+    inner: S,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl<S> Drop for AbortOnDrop<S> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl<S: futures::Stream + Unpin> futures::Stream for AbortOnDrop<S> {
+    type Item = S::Item;
+    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
+        self.inner.poll_next_unpin(cx)
+    }
+}
+
+/// 2026-07-28 `subscriptions/listen`: acknowledge the list-change notifications we can deliver,
+/// then stream them, tagged with the subscription id, until the client closes the stream.
+fn listen(gw: &Arc<Gateway>, caller: Caller, request: RpcRequest) -> Response {
+    let requested = request.params.as_ref().and_then(|p| p.get("notifications")).cloned().unwrap_or_else(|| json!({}));
+    let mut accepted = serde_json::Map::new();
+    for key in ["toolsListChanged", "promptsListChanged", "resourcesListChanged"] {
+        if requested.get(key) == Some(&Value::Bool(true)) {
+            accepted.insert(key.into(), true.into());
+        }
+    }
+    let (tx, rx) = mpsc::unbounded_channel::<Value>();
+    let id = request.id.as_value().clone();
+    let _ = tx.send(json!({
+        "jsonrpc": "2.0",
+        "method": "notifications/subscriptions/acknowledged",
+        "params": { "notifications": accepted, "_meta": { "io.modelcontextprotocol/subscriptionId": id } },
+    }));
+    gw.routes.add_listener(tx, accepted, id);
+    gw.audit_allowed(&caller, &request.method);
+    let stream = UnboundedReceiverStream::new(rx).map(|v| Ok::<_, Infallible>(Event::default().event("message").data(v.to_string())));
+    sse(stream)
+}
+
+fn get_stream(gw: &Gateway, principal: &Principal, headers: &HeaderMap) -> Result<Response, Refusal> {
+    if single_header(headers, VERSION_HEADER).ok().flatten().and_then(ProtocolVersion::parse).is_some_and(|v| v.era() == Era::Stateless) {
+        return Err(Refusal::new(StatusCode::METHOD_NOT_ALLOWED, error_codes::INVALID_REQUEST, "http-method", "2026-07-28 has no GET stream; use subscriptions/listen"));
+    }
+    let session = session_for(gw, headers, principal)?;
+    let rx = session.open_stream();
+    let caller = Caller { principal: principal.clone(), transport: "http", version: session.version(), session: Some(session), notify: None, client_capabilities: None };
+    gw.audit_allowed(&caller, "GET /mcp (notification stream)");
+    let stream = UnboundedReceiverStream::new(rx).map(|v| Ok::<_, Infallible>(Event::default().event("message").data(v.to_string())));
+    Ok(sse(stream))
+}
+
+async fn delete(gw: &Gateway, principal: &Principal, headers: &HeaderMap) -> Result<Response, Refusal> {
+    let session = session_for(gw, headers, principal)?;
+    let caller = Caller { principal: principal.clone(), transport: "http", version: session.version(), session: Some(session.clone()), notify: None, client_capabilities: None };
+    if let Some(session) = gw.sessions.remove(&session.id, principal) {
+        gw.release_subscriptions(&session).await;
+    }
+    gw.audit_allowed(&caller, "DELETE /mcp (end session)");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts() {
+        let lo: SocketAddr = "127.0.0.1:8080".parse().expect("addr");
+        let any: SocketAddr = "0.0.0.0:8080".parse().expect("addr");
+        assert!(host_allowed("localhost:8080", lo, &[]));
+        assert!(host_allowed("127.0.0.1", lo, &[]));
+        assert!(host_allowed("[::1]:8080", lo, &[]));
+        assert!(!host_allowed("evil.example:8080", lo, &[]));
+        assert!(!host_allowed("localhost.evil.example", lo, &[]));
+        assert!(!host_allowed("", lo, &[]));
+        assert!(!host_allowed("localhost:8080", any, &[]));
+        assert!(host_allowed("mcp.internal:443", any, &["mcp.internal".into()]));
+    }
+}

@@ -1,0 +1,475 @@
+//! The request path, in the order of PRODUCT.md.
+//!
+//! The transports ([`crate::http`], [`crate::stdio`]) have already done the transport checks
+//! (Host/Origin, size, nesting, protocol headers, era) and authenticated the caller when they
+//! call [`Gateway::handle`]. From there, one request goes:
+//!
+//! 1. route: the public name (`<service>.<tool>`, `<service>+<uri>`) picks a service;
+//!    unknown names and denied names get the same answer, so names cannot be probed;
+//! 2. validate input: params must have the shape the method needs;
+//! 3. authorize: the [`micromcp_policy::Authorizer`] decides, default deny, naming its rule;
+//! 4. forward: with the gateway's own request id, a timeout, and only the `_meta` the gateway
+//!    vouches for (a rewritten progress token, the 2026 client capabilities); identity claims a
+//!    client puts in `_meta` are dropped;
+//! 5. protect output: upstream errors are scrubbed, results shaped for the client's era;
+//! 6. audit: exactly one record, whatever happened.
+//!
+//! Still to come in this path (later issues): kill switch, JSON Schema input validation,
+//! rate limits and quotas, approval holds, secret redaction.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use micromcp_audit::{AuditRecord, Decision};
+use micromcp_auth::Principal;
+use micromcp_policy::{Action, Kind};
+use micromcp_protocol::era::supported_versions;
+use micromcp_protocol::{ErrorObject, Notification, ProtocolVersion, Request, RequestId, Response, error_codes};
+use micromcp_upstream::{UpstreamError, scrub_error};
+use serde_json::{Map, Value, json};
+use tokio::sync::mpsc;
+
+use crate::federation::ListKind;
+use crate::session::{Session, lock};
+use crate::{Gateway, ServiceHandle, normalize};
+
+/// Who is asking, and how to reach them.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Principal,
+    pub transport: &'static str,
+    pub version: ProtocolVersion,
+    /// The client's session (session era over HTTP, and the stdio client).
+    pub session: Option<Arc<Session>>,
+    /// Where notifications tied to this request (progress) go, if the client can receive them.
+    pub notify: Option<mpsc::UnboundedSender<Value>>,
+    /// 2026-07-28: the capabilities the client declared on this request.
+    pub client_capabilities: Option<Value>,
+}
+
+/// Why a request did not succeed, tagged with where the failure came from.
+#[derive(Debug)]
+pub enum Failure {
+    /// The request is wrong (bad params, unknown method).
+    Client(ErrorObject),
+    /// Policy refused it.
+    Denied { rule: String, error: ErrorObject },
+    /// The service failed, timed out or is unavailable.
+    Upstream(UpstreamError),
+    /// The client cancelled it.
+    Cancelled,
+}
+
+impl Failure {
+    pub fn invalid_params(message: impl Into<String>) -> Self {
+        Failure::Client(ErrorObject::new(error_codes::INVALID_PARAMS, message))
+    }
+
+    fn error(&self) -> ErrorObject {
+        match self {
+            Failure::Client(e) | Failure::Denied { error: e, .. } => e.clone(),
+            Failure::Upstream(UpstreamError::Rpc { error, .. }) => scrub_error(error.clone()),
+            Failure::Upstream(e) => ErrorObject::new(error_codes::SERVER_ERROR, e.to_string()),
+            Failure::Cancelled => ErrorObject::new(error_codes::SERVER_ERROR, "request cancelled"),
+        }
+    }
+}
+
+fn not_available(kind: Kind, public: &str) -> ErrorObject {
+    let shown: String = public.chars().take(200).collect();
+    let code = if kind == Kind::Resource { error_codes::RESOURCE_NOT_FOUND } else { error_codes::INVALID_PARAMS };
+    ErrorObject::new(code, format!("unknown {} or not permitted: {shown:?}", kind.as_str()))
+}
+
+impl Gateway {
+    /// Runs one JSON-RPC request through the request path and audits it.
+    pub async fn handle(&self, caller: &Caller, request: Request) -> Response {
+        let started = Instant::now();
+        let mut record = self.audit_record(caller, Some(&request.method));
+        record.jsonrpc_id = Some(request.id.as_value().clone());
+        // If this future is dropped (client gone, shutdown), the guard still writes the record.
+        let mut guard = AuditOnDrop { gateway: self, record: Some(record), started };
+        let record = guard.record.as_mut().expect("set above");
+        let outcome = self.dispatch(caller, &request, record).await.and_then(|result| {
+            normalize::result_for_client(caller.version, &request.method, result).map_err(Failure::Client)
+        });
+        let response = match outcome {
+            Ok(result) => {
+                record.decision = Some(Decision::Allow);
+                record.status = "ok".into();
+                Response::ok(request.id, result)
+            }
+            Err(failure) => {
+                let error = normalize::error_for_client(caller.version, failure.error());
+                record.decision = Some(match failure {
+                    Failure::Denied { .. } => Decision::Deny,
+                    _ => Decision::Error,
+                });
+                record.reason = Some(match &failure {
+                    Failure::Upstream(e) => e.to_string(),
+                    _ => error.message.clone(),
+                });
+                record.status = error.code.to_string();
+                Response::err(request.id, error)
+            }
+        };
+        if let Some(mut record) = guard.record.take() {
+            record.latency_us = micros(started);
+            self.audit.record(record);
+        }
+        response
+    }
+
+    /// Handles a notification from a client, and audits it.
+    pub fn handle_notification(&self, caller: &Caller, notification: &Notification) {
+        let started = Instant::now();
+        let mut record = self.audit_record(caller, Some(&notification.method));
+        if notification.method == "notifications/cancelled" {
+            let id = notification.params.as_ref().and_then(|p| p.get("requestId")).and_then(|v| RequestId::from_value(v).ok());
+            let cancelled = match (id, &caller.session) {
+                (Some(id), Some(session)) => session.cancel(&id),
+                _ => false,
+            };
+            record.reason = Some(if cancelled { "cancelled".into() } else { "no such request in flight".into() });
+        }
+        record.decision = Some(Decision::Allow);
+        record.status = "ok".into();
+        record.latency_us = micros(started);
+        self.audit.record(record);
+    }
+
+    /// Records an allowed request that is not a JSON-RPC request (a stream opened, a session ended).
+    pub fn audit_allowed(&self, caller: &Caller, what: &str) {
+        let mut record = self.audit_record(caller, Some(what));
+        record.decision = Some(Decision::Allow);
+        record.status = "ok".into();
+        self.audit.record(record);
+    }
+
+    /// Records a request refused before it reached the request path (bad transport, no auth…).
+    #[allow(clippy::too_many_arguments)]
+    pub fn audit_rejection(
+        &self,
+        transport: &'static str,
+        principal: Option<&Principal>,
+        method: Option<&str>,
+        http_status: Option<u16>,
+        rule: &str,
+        reason: &str,
+        started: Instant,
+    ) {
+        let mut record = AuditRecord {
+            request_id: self.next_request_id(),
+            transport,
+            method: method.map(|m| m.chars().take(128).collect()),
+            decision: Some(Decision::Deny),
+            rule: Some(rule.into()),
+            reason: Some(reason.into()),
+            status: http_status.map_or_else(|| "rejected".into(), |s| s.to_string()),
+            http_status,
+            latency_us: micros(started),
+            ..Default::default()
+        };
+        if let Some(p) = principal {
+            record.principal = Some(p.user.clone());
+            record.agent.clone_from(&p.agent);
+            record.tenant.clone_from(&p.tenant);
+        }
+        self.audit.record(record);
+    }
+
+    fn audit_record(&self, caller: &Caller, method: Option<&str>) -> AuditRecord {
+        AuditRecord {
+            request_id: self.next_request_id(),
+            transport: caller.transport,
+            protocol_version: Some(caller.version.to_string()),
+            principal: Some(caller.principal.user.clone()),
+            agent: caller.principal.agent.clone(),
+            tenant: caller.principal.tenant.clone(),
+            session: caller.session.as_ref().filter(|s| !s.id.is_empty()).map(|s| self.audit.session_label(&s.id)),
+            method: method.map(str::to_owned),
+            ..Default::default()
+        }
+    }
+
+    async fn dispatch(&self, caller: &Caller, request: &Request, record: &mut AuditRecord) -> Result<Value, Failure> {
+        let params = request.params.as_ref();
+        let method = request.method.as_str();
+        match method {
+            // Answered by the gateway itself.
+            "ping" | "logging/setLevel" => Ok(json!({})),
+            "initialize" => Ok(self.initialize_result(caller.version)),
+            "server/discover" => Ok(self.discover_result()),
+            _ if ListKind::for_method(method).is_some() => {
+                let list = ListKind::for_method(method).ok_or(Failure::Cancelled)?;
+                self.list(caller, list, params).await
+            }
+            // Routed to one service.
+            "tools/call" => self.forward(caller, request, Kind::Tool, record).await,
+            "prompts/get" => self.forward(caller, request, Kind::Prompt, record).await,
+            "resources/read" => self.forward(caller, request, Kind::Resource, record).await,
+            "resources/subscribe" | "resources/unsubscribe" => self.subscription(caller, request, record).await,
+            "completion/complete" => self.complete(caller, request, record).await,
+            _ => Err(Failure::Client(ErrorObject::new(
+                error_codes::METHOD_NOT_FOUND,
+                format!("method not found: {:?}", method.chars().take(128).collect::<String>()),
+            ))),
+        }
+    }
+
+    /// Route, validate, authorize and forward a request that names one tool, prompt or resource.
+    async fn forward(&self, caller: &Caller, request: &Request, kind: Kind, record: &mut AuditRecord) -> Result<Value, Failure> {
+        let params = object_params(request)?;
+        let key = if kind == Kind::Resource { "uri" } else { "name" };
+        let public = params.get(key).and_then(Value::as_str).ok_or_else(|| Failure::invalid_params(format!("params.{key} must be a string")))?;
+        if kind != Kind::Resource {
+            if let Some(arguments) = params.get("arguments") {
+                if !arguments.is_object() {
+                    return Err(Failure::invalid_params("params.arguments must be an object"));
+                }
+                record.arguments = Some(self.audit.digest(arguments));
+            }
+        }
+        let (service, upstream_id) = self.authorized_target(caller, kind, public, record)?;
+        let mut upstream_params = params.clone();
+        upstream_params.insert(key.into(), upstream_id.into());
+        self.send(caller, &request.id, service, &request.method, upstream_params).await
+    }
+
+    /// Route and authorize a public name or URI; records target, service and rule.
+    fn authorized_target<'a>(
+        &'a self,
+        caller: &Caller,
+        kind: Kind,
+        public: &'a str,
+        record: &mut AuditRecord,
+    ) -> Result<(&'a ServiceHandle, &'a str), Failure> {
+        record.target = Some(public.chars().take(512).collect());
+        let route = if kind == Kind::Resource { self.route_uri(public) } else { self.route_name(public) };
+        let Some((service, upstream_id)) = route else {
+            record.rule = Some("no-route".into());
+            return Err(Failure::Client(not_available(kind, public)));
+        };
+        record.service = Some(service.name.clone());
+        let decision = self.authz.authorize(&caller.principal, Action { kind, service: &service.name, name: upstream_id });
+        record.rule = Some(decision.rule.clone());
+        if !decision.allowed {
+            return Err(Failure::Denied { rule: decision.rule, error: not_available(kind, public) });
+        }
+        Ok((service, upstream_id))
+    }
+
+    /// Sends a request upstream with the gateway's `_meta`, a timeout and client cancellation.
+    async fn send(
+        &self,
+        caller: &Caller,
+        client_id: &RequestId,
+        service: &ServiceHandle,
+        method: &str,
+        mut params: Map<String, Value>,
+    ) -> Result<Value, Failure> {
+        let client_meta = params.remove("_meta");
+        let mut meta = Map::new();
+        let mut _progress = None;
+        if let (Some(token), Some(sink)) = (client_meta.as_ref().and_then(|m| m.get("progressToken")), &caller.notify) {
+            let (gateway_token, guard) = self.routes.register_progress(sink.clone(), token.clone());
+            meta.insert("progressToken".into(), gateway_token.into());
+            _progress = Some(guard);
+        }
+        if let Some(capabilities) = &caller.client_capabilities {
+            meta.insert("io.modelcontextprotocol/clientCapabilities".into(), capabilities.clone());
+        }
+        if !meta.is_empty() {
+            params.insert("_meta".into(), Value::Object(meta));
+        }
+        let call = tokio::time::timeout(service.timeout, service.upstream.request(method, Some(Value::Object(params))));
+        let outcome = match &caller.session {
+            Some(session) => {
+                let cancelled = session.begin(client_id);
+                let _in_flight = InFlight { session, id: client_id };
+                tokio::select! {
+                    outcome = call => outcome,
+                    Ok(()) = cancelled => return Err(Failure::Cancelled),
+                }
+            }
+            None => call.await,
+        };
+        match outcome {
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(e)) => Err(Failure::Upstream(e)),
+            Err(_) => Err(Failure::Upstream(UpstreamError::Timeout { service: service.name.clone(), timeout: service.timeout })),
+        }
+    }
+
+    async fn subscription(&self, caller: &Caller, request: &Request, record: &mut AuditRecord) -> Result<Value, Failure> {
+        let subscribe = request.method == "resources/subscribe";
+        let params = object_params(request)?;
+        let public = params.get("uri").and_then(Value::as_str).ok_or_else(|| Failure::invalid_params("params.uri must be a string"))?;
+        let session = caller.session.as_ref().ok_or_else(|| Failure::invalid_params("subscriptions need a session"))?;
+        let (service, uri) = self.authorized_target(caller, Kind::Resource, public, record)?;
+        let changed = if subscribe {
+            lock(&session.subscriptions).insert(public.to_owned())
+        } else {
+            lock(&session.subscriptions).remove(public)
+        };
+        if changed {
+            if let Err(e) = self.update_upstream_subscription(service, uri, subscribe).await {
+                if subscribe {
+                    lock(&session.subscriptions).remove(public);
+                }
+                return Err(e);
+            }
+        }
+        Ok(json!({}))
+    }
+
+    /// Counts subscribers per upstream resource; the upstream is subscribed on the first and
+    /// unsubscribed after the last, so one client's unsubscribe never ends another's.
+    async fn update_upstream_subscription(&self, service: &ServiceHandle, uri: &str, subscribe: bool) -> Result<(), Failure> {
+        let key = (service.name.clone(), uri.to_owned());
+        let send = {
+            let mut counts = lock(&self.routes.subscribers);
+            let count = counts.entry(key.clone()).or_insert(0);
+            if subscribe {
+                *count += 1;
+                *count == 1
+            } else {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    counts.remove(&key);
+                    true
+                } else {
+                    false
+                }
+            }
+        };
+        if !send {
+            return Ok(());
+        }
+        let method = if subscribe { "resources/subscribe" } else { "resources/unsubscribe" };
+        let call = tokio::time::timeout(service.timeout, service.upstream.request(method, Some(json!({ "uri": uri }))));
+        match call.await {
+            Ok(Ok(_)) => Ok(()),
+            failed => {
+                if subscribe {
+                    let mut counts = lock(&self.routes.subscribers);
+                    if let Some(c) = counts.get_mut(&key) {
+                        *c = c.saturating_sub(1);
+                    }
+                }
+                Err(match failed {
+                    Ok(Err(e)) => Failure::Upstream(e),
+                    _ => Failure::Upstream(UpstreamError::Timeout { service: service.name.clone(), timeout: service.timeout }),
+                })
+            }
+        }
+    }
+
+    /// Ends a client's subscriptions (its session closed or expired).
+    pub async fn release_subscriptions(&self, session: &Session) {
+        let uris: Vec<String> = lock(&session.subscriptions).drain().collect();
+        for public in uris {
+            if let Some((service, uri)) = self.route_uri(&public) {
+                let _ = self.update_upstream_subscription(service, uri, false).await;
+            }
+        }
+    }
+
+    async fn complete(&self, caller: &Caller, request: &Request, record: &mut AuditRecord) -> Result<Value, Failure> {
+        let params = object_params(request)?;
+        let reference = params.get("ref").and_then(Value::as_object).ok_or_else(|| Failure::invalid_params("params.ref must be an object"))?;
+        let (kind, key) = match reference.get("type").and_then(Value::as_str) {
+            Some("ref/prompt") => (Kind::Prompt, "name"),
+            Some("ref/resource") => (Kind::Resource, "uri"),
+            _ => return Err(Failure::invalid_params("params.ref.type must be \"ref/prompt\" or \"ref/resource\"")),
+        };
+        let public = reference.get(key).and_then(Value::as_str).ok_or_else(|| Failure::invalid_params(format!("params.ref.{key} must be a string")))?;
+        let (service, upstream_id) = self.authorized_target(caller, kind, public, record)?;
+        let mut reference = reference.clone();
+        reference.insert(key.into(), upstream_id.into());
+        let mut upstream_params = params.clone();
+        upstream_params.insert("ref".into(), Value::Object(reference));
+        self.send(caller, &request.id, service, "completion/complete", upstream_params).await
+    }
+
+    fn capabilities(&self) -> Value {
+        json!({
+            "tools": { "listChanged": true },
+            "prompts": { "listChanged": true },
+            "resources": { "subscribe": true, "listChanged": true },
+            "completions": {},
+            "logging": {},
+        })
+    }
+
+    fn server_info() -> Value {
+        json!({ "name": "micromcp", "version": env!("CARGO_PKG_VERSION") })
+    }
+
+    fn initialize_result(&self, version: ProtocolVersion) -> Value {
+        json!({
+            "protocolVersion": version.as_str(),
+            "capabilities": self.capabilities(),
+            "serverInfo": Self::server_info(),
+            "instructions": INSTRUCTIONS,
+        })
+    }
+
+    fn discover_result(&self) -> Value {
+        let mut capabilities = self.capabilities();
+        // 2026-07-28 has no per-resource subscriptions or logging level requests.
+        capabilities["resources"] = json!({ "listChanged": true });
+        if let Some(c) = capabilities.as_object_mut() {
+            c.remove("logging");
+        }
+        json!({
+            "supportedVersions": supported_versions(),
+            "capabilities": capabilities,
+            "instructions": INSTRUCTIONS,
+            "serverInfo": Self::server_info(),
+            "_meta": { "io.modelcontextprotocol/serverInfo": Self::server_info() },
+        })
+    }
+}
+
+const INSTRUCTIONS: &str =
+    "micromcp gateway: tools, prompts and resources of several services, named <service>.<name> (resources <service>+<uri>).";
+
+fn object_params(request: &Request) -> Result<&Map<String, Value>, Failure> {
+    request.params.as_ref().and_then(Value::as_object).ok_or_else(|| Failure::invalid_params("params must be an object"))
+}
+
+fn micros(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Writes a request's audit record if the request never finished.
+struct AuditOnDrop<'a> {
+    gateway: &'a Gateway,
+    record: Option<AuditRecord>,
+    started: Instant,
+}
+
+impl Drop for AuditOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(mut record) = self.record.take() {
+            record.decision.get_or_insert(Decision::Error);
+            record.status = "aborted".into();
+            record.reason = Some("the client went away or the gateway stopped before the request finished".into());
+            record.latency_us = micros(self.started);
+            self.gateway.audit.record(record);
+        }
+    }
+}
+
+/// Removes an in-flight entry however the request ends.
+struct InFlight<'a> {
+    session: &'a Session,
+    id: &'a RequestId,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.session.end(self.id);
+    }
+}

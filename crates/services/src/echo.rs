@@ -1,0 +1,399 @@
+//! The `echo` service: a tiny upstream that exercises the whole MCP surface the gateway
+//! proxies, so gateway tests (and curious users) have something predictable to talk to.
+//!
+//! Some tools exist only to provoke the gateway: `slow` (progress + cancellation), `fail`
+//! (tool errors), `env` (proves the child's environment was cleared) and `exit` (crash
+//! supervision). None of them reads files or the network.
+
+use std::{
+    collections::BTreeSet,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
+};
+
+use rmcp::{
+    ErrorData, Json, RoleServer, ServerHandler, ServiceExt,
+    handler::server::{
+        router::prompt::PromptRouter, router::tool::ToolRouter, wrapper::Parameters,
+    },
+    model::{
+        CallToolResult, CompleteRequestParams, CompleteResult, CompletionInfo, ContentBlock,
+        Implementation, ListResourceTemplatesResult, ListResourcesResult, PaginatedRequestParams,
+        ProgressNotificationParam, PromptMessage, ReadResourceRequestParams, ReadResourceResponse,
+        ReadResourceResult, Reference, Resource, ResourceContents, ResourceTemplate, Role,
+        ServerCapabilities, ServerConfig, SubscribeRequestParams, SubscriptionFilter,
+        UnsubscribeRequestParams,
+    },
+    prompt, prompt_handler, prompt_router,
+    schemars::JsonSchema,
+    service::{RequestContext, ServerInitializeError},
+    tool, tool_handler, tool_router,
+    transport::{
+        StreamableHttpServerConfig, StreamableHttpService,
+        streamable_http_server::session::local::LocalSessionManager,
+    },
+};
+use serde::{Deserialize, Serialize};
+
+#[cfg(test)]
+mod tests;
+
+/// How `micromcp serve echo` was asked to run.
+#[derive(Debug, Clone, Default)]
+pub struct EchoOptions {
+    /// Serve Streamable HTTP at `http://ADDR/mcp` instead of stdio.
+    pub http: Option<SocketAddr>,
+}
+
+/// Runs the echo service until stdin closes (stdio) or forever (HTTP at `http://ADDR/mcp`).
+///
+/// Logs go to stderr only: in stdio mode stdout carries the protocol.
+pub async fn run_echo(opts: EchoOptions) -> anyhow::Result<()> {
+    match opts.http {
+        Some(addr) => serve_http(addr).await,
+        None => serve_stdio().await,
+    }
+}
+
+async fn serve_stdio() -> anyhow::Result<()> {
+    let running = match Echo::new().serve(rmcp::transport::stdio()).await {
+        Ok(running) => running,
+        // A client that hangs up before initializing is a normal end, not a failure.
+        Err(ServerInitializeError::ConnectionClosed(_)) => return Ok(()),
+        Err(err) => return Err(err.into()),
+    };
+    running.waiting().await?;
+    Ok(())
+}
+
+async fn serve_http(addr: SocketAddr) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    // Print the real address: with port 0 the caller learns the port only from this line.
+    eprintln!("listening on http://{}/mcp", listener.local_addr()?);
+    axum::serve(listener, http_router()).await?;
+    Ok(())
+}
+
+/// The HTTP app: Streamable HTTP at `/mcp`.
+///
+/// rmcp's defaults are what we want: 2025-era clients get sessions, 2026-07-28 requests are
+/// always served statelessly, and only loopback `Host` headers are accepted (DNS rebinding).
+fn http_router() -> axum::Router {
+    // One handler per session, sharing the subscription set so every session sees the same
+    // state (it is one process serving one gateway).
+    let echo = Echo::new();
+    let service = StreamableHttpService::new(
+        move || Ok(echo.clone()),
+        Arc::new(LocalSessionManager::default()),
+        StreamableHttpServerConfig::default(),
+    );
+    axum::Router::new().nest_service("/mcp", service)
+}
+
+const README_URI: &str = "echo://readme";
+const TEXT_URI_PREFIX: &str = "echo://text/";
+const README: &str = "micromcp-echo is a test upstream: its tools echo, add, report the time, \
+    stream progress, fail or crash on request, so a gateway can be exercised end to end.\n";
+const GREET_NAMES: [&str; 3] = ["alice", "bob", "carol"];
+/// Upper bound for `slow`, so a stray call cannot pin a request for hours.
+const MAX_SLOW_SECONDS: f64 = 600.0;
+const DEFAULT_SLOW_STEPS: u32 = 5;
+/// More steps than this would only flood the client with progress notifications.
+const MAX_SLOW_STEPS: u32 = 1000;
+const DEFAULT_EXIT_CODE: i32 = 3;
+
+#[derive(Clone)]
+struct Echo {
+    tool_router: ToolRouter<Self>,
+    prompt_router: PromptRouter<Self>,
+    /// Resource URIs clients subscribed to. Only remembered: the resources never change,
+    /// so there is never an update to send.
+    subscriptions: Arc<Mutex<BTreeSet<String>>>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[schemars(crate = "rmcp::schemars")]
+struct EchoArgs {
+    /// The text to send back.
+    text: String,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[schemars(crate = "rmcp::schemars")]
+struct AddArgs {
+    a: f64,
+    b: f64,
+}
+
+#[derive(Serialize, JsonSchema)]
+#[schemars(crate = "rmcp::schemars")]
+struct AddOutput {
+    sum: f64,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[schemars(crate = "rmcp::schemars")]
+struct SlowArgs {
+    /// Total time to take, in seconds (at most 600).
+    seconds: f64,
+    /// How many equal steps to sleep in; progress is reported after each. Default 5.
+    steps: Option<u32>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[schemars(crate = "rmcp::schemars")]
+struct FailArgs {
+    /// The error message the tool result carries.
+    message: String,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[schemars(crate = "rmcp::schemars")]
+struct ExitArgs {
+    /// Process exit code. Default 3.
+    code: Option<i32>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[schemars(crate = "rmcp::schemars")]
+struct GreetArgs {
+    /// Who to greet.
+    name: String,
+}
+
+#[tool_router]
+impl Echo {
+    fn new() -> Self {
+        Self {
+            tool_router: Self::tool_router(),
+            prompt_router: Self::prompt_router(),
+            subscriptions: Arc::default(),
+        }
+    }
+
+    /// Returns `text` unchanged.
+    #[tool(annotations(read_only_hint = true))]
+    async fn echo(&self, Parameters(args): Parameters<EchoArgs>) -> String {
+        args.text
+    }
+
+    /// Adds two numbers; the result is structured as `{"sum": a + b}`.
+    #[tool(annotations(read_only_hint = true))]
+    async fn add(&self, Parameters(args): Parameters<AddArgs>) -> Json<AddOutput> {
+        Json(AddOutput {
+            sum: args.a + args.b,
+        })
+    }
+
+    /// Returns the current UTC time in RFC 3339.
+    #[tool(annotations(read_only_hint = true))]
+    async fn now(&self) -> String {
+        humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+    }
+
+    /// Sleeps `seconds` in `steps` steps, reporting progress after each; stops early when
+    /// the request is cancelled.
+    #[tool(annotations(read_only_hint = true))]
+    async fn slow(
+        &self,
+        Parameters(args): Parameters<SlowArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        // `Duration::from_secs_f64` panics on negative or NaN input.
+        let seconds = if args.seconds.is_nan() {
+            0.0
+        } else {
+            args.seconds.clamp(0.0, MAX_SLOW_SECONDS)
+        };
+        let steps = args
+            .steps
+            .unwrap_or(DEFAULT_SLOW_STEPS)
+            .clamp(1, MAX_SLOW_STEPS);
+        let step = Duration::from_secs_f64(seconds / f64::from(steps));
+        let token = ctx.meta.get_progress_token();
+        for done in 1..=steps {
+            tokio::select! {
+                () = ctx.ct.cancelled() => {
+                    tracing::info!(done = done - 1, "slow: cancelled");
+                    return text_error(format!("cancelled after {} steps", done - 1));
+                }
+                () = tokio::time::sleep(step) => {}
+            }
+            if let Some(token) = &token {
+                let progress = ProgressNotificationParam::new(token.clone(), f64::from(done))
+                    .with_total(f64::from(steps));
+                // The client may be gone; the sleep still finishes (or is cancelled).
+                if let Err(err) = ctx.peer.notify_progress(progress).await {
+                    tracing::debug!(%err, "slow: progress not delivered");
+                }
+            }
+        }
+        CallToolResult::success(vec![ContentBlock::text(format!(
+            "done after {steps} steps"
+        ))])
+    }
+
+    /// Returns a tool error (isError: true) carrying `message`.
+    #[tool(annotations(read_only_hint = true))]
+    async fn fail(&self, Parameters(args): Parameters<FailArgs>) -> CallToolResult {
+        text_error(args.message)
+    }
+
+    /// Lists the names (never the values) of the process's environment variables.
+    #[tool(annotations(read_only_hint = true))]
+    async fn env(&self) -> String {
+        let names: BTreeSet<String> = std::env::vars_os()
+            .map(|(name, _)| name.to_string_lossy().into_owned())
+            .collect();
+        names.into_iter().collect::<Vec<_>>().join("\n")
+    }
+
+    /// Exits the process at once with `code` (default 3), without replying.
+    #[tool(annotations(destructive_hint = true))]
+    async fn exit(&self, Parameters(args): Parameters<ExitArgs>) -> String {
+        let code = args.code.unwrap_or(DEFAULT_EXIT_CODE);
+        tracing::warn!(code, "exit tool called; exiting");
+        std::process::exit(code)
+    }
+}
+
+#[prompt_router]
+impl Echo {
+    /// Asks the model to greet someone.
+    #[prompt]
+    async fn greet(&self, Parameters(args): Parameters<GreetArgs>) -> Vec<PromptMessage> {
+        vec![PromptMessage::new_text(
+            Role::User,
+            format!("Say hello to {}.", args.name),
+        )]
+    }
+}
+
+fn text_error(message: impl Into<String>) -> CallToolResult {
+    CallToolResult::error(vec![ContentBlock::text(message.into())])
+}
+
+#[tool_handler(router = self.tool_router)]
+#[prompt_handler(router = self.prompt_router)]
+impl ServerHandler for Echo {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_prompts()
+                .enable_resources()
+                .enable_resources_subscribe()
+                .enable_completions()
+                .build(),
+        )
+        .with_server_info(Implementation::new(
+            "micromcp-echo",
+            env!("CARGO_PKG_VERSION"),
+        ))
+        .with_instructions(
+            "A test server: tools echo, add, now, slow, fail, env and exit behave as named.",
+        )
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        Ok(ListResourcesResult::with_all_items(vec![
+            Resource::new(README_URI, "readme")
+                .with_description("What this server is for.")
+                .with_mime_type("text/plain"),
+        ]))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        Ok(ListResourceTemplatesResult::with_all_items(vec![
+            ResourceTemplate::new(format!("{TEXT_URI_PREFIX}{{value}}"), "text")
+                .with_description("Reads back {value} as text.")
+                .with_mime_type("text/plain"),
+        ]))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        let text = if request.uri == README_URI {
+            README.to_owned()
+        } else if let Some(value) = request.uri.strip_prefix(TEXT_URI_PREFIX) {
+            value.to_owned()
+        } else {
+            return Err(ErrorData::resource_not_found(
+                format!("no such resource: {}", request.uri),
+                None,
+            ));
+        };
+        Ok(ReadResourceResult::new(vec![ResourceContents::text(text, request.uri)]).into())
+    }
+
+    // Legacy (pre-2026) subscriptions: accepted and remembered, never fired.
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.subscribed().insert(request.uri);
+        Ok(())
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.subscribed().remove(&request.uri);
+        Ok(())
+    }
+
+    // 2026-07-28 subscriptions (`subscriptions/listen`): accept whatever we advertise; the
+    // default `listen` then holds the stream open until the client cancels it.
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        Some(requested.supported_by(&self.get_info().capabilities))
+    }
+
+    async fn complete(
+        &self,
+        request: CompleteRequestParams,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, ErrorData> {
+        let values = match &request.r#ref {
+            Reference::Prompt(prompt)
+                if prompt.name == "greet" && request.argument.name == "name" =>
+            {
+                GREET_NAMES
+                    .iter()
+                    .filter(|name| name.starts_with(request.argument.value.as_str()))
+                    .map(|name| (*name).to_owned())
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
+        let completion = CompletionInfo::with_all_values(values)
+            .map_err(|err| ErrorData::internal_error(err, None))?;
+        Ok(CompleteResult::new(completion))
+    }
+}
+
+impl Echo {
+    fn subscribed(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        // A poisoned set of strings is still a valid set of strings.
+        self.subscriptions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}

@@ -1,0 +1,299 @@
+//! The echo service over real Streamable HTTP, driven with raw JSON-RPC so the tests pin the
+//! wire format the gateway sees, not rmcp's client API.
+
+use serde_json::{Value, json};
+
+use super::http_router;
+
+const LEGACY: &str = "2025-11-25";
+const MODERN: &str = "2026-07-28";
+
+/// Serves the echo app on an ephemeral loopback port; returns its `/mcp` URL.
+async fn spawn() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    tokio::spawn(async move { axum::serve(listener, http_router()).await });
+    format!("http://{addr}/mcp")
+}
+
+/// A plain-HTTP client that ignores any proxy configured in the environment.
+fn http_client() -> reqwest::Client {
+    // The workspace builds reqwest without a crypto provider; `Err` means already installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("reqwest client")
+}
+
+/// Every JSON-RPC message in a response, whether sent as JSON or as an SSE stream.
+async fn messages(response: reqwest::Response) -> Vec<Value> {
+    assert!(response.status().is_success(), "HTTP {}", response.status());
+    let is_sse = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let body = response.text().await.expect("body");
+    if !is_sse {
+        return vec![serde_json::from_str(&body).expect("JSON body")];
+    }
+    body.lines()
+        .filter_map(|line| line.strip_prefix("data:"))
+        .map(str::trim)
+        // Skip the empty priming event that enables resumption.
+        .filter(|data| !data.is_empty())
+        .map(|data| serde_json::from_str(data).expect("SSE data is JSON"))
+        .collect()
+}
+
+/// The final response (the message carrying an `id`) among `messages`.
+fn response_of(messages: &[Value]) -> &Value {
+    messages
+        .iter()
+        .find(|m| m.get("id").is_some())
+        .expect("a JSON-RPC response")
+}
+
+/// A 2025-11-25 client with an initialized session.
+struct LegacySession {
+    http: reqwest::Client,
+    url: String,
+    session: String,
+    next_id: u64,
+}
+
+impl LegacySession {
+    async fn start(url: String) -> (Self, Value) {
+        let http = http_client();
+        let response = http
+            .post(&url)
+            .header("Accept", "application/json, text/event-stream")
+            .json(&json!({
+                "jsonrpc": "2.0", "id": 0, "method": "initialize",
+                "params": {
+                    "protocolVersion": LEGACY,
+                    "capabilities": {},
+                    "clientInfo": {"name": "test", "version": "0"}
+                }
+            }))
+            .send()
+            .await
+            .expect("initialize");
+        let session = response
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .expect("session id")
+            .to_owned();
+        let init = response_of(&messages(response).await).clone();
+        let this = Self {
+            http,
+            url,
+            session,
+            next_id: 1,
+        };
+        let ack = this
+            .post(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .await;
+        assert_eq!(ack.status(), reqwest::StatusCode::ACCEPTED);
+        (this, init)
+    }
+
+    async fn post(&self, body: Value) -> reqwest::Response {
+        self.http
+            .post(&self.url)
+            .header("Accept", "application/json, text/event-stream")
+            .header("Mcp-Session-Id", &self.session)
+            .header("MCP-Protocol-Version", LEGACY)
+            .json(&body)
+            .send()
+            .await
+            .expect("POST")
+    }
+
+    /// Sends a request and returns its `result`, failing on a JSON-RPC error.
+    async fn call(&mut self, method: &str, params: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        let messages = messages(self.post(body).await).await;
+        let response = response_of(&messages);
+        assert_eq!(response["id"], id);
+        response
+            .get("result")
+            .unwrap_or_else(|| panic!("{method} failed: {response}"))
+            .clone()
+    }
+}
+
+#[tokio::test]
+async fn legacy_session_covers_the_protocol_surface() {
+    let (mut client, init) = LegacySession::start(spawn().await).await;
+    let init = &init["result"];
+    assert_eq!(init["protocolVersion"], LEGACY);
+    assert_eq!(init["serverInfo"]["name"], "micromcp-echo");
+    assert_eq!(init["serverInfo"]["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(init["capabilities"]["resources"]["subscribe"], true);
+    assert!(init["capabilities"]["completions"].is_object(), "{init}");
+
+    let tools = client.call("tools/list", json!({})).await;
+    let mut names: Vec<&str> = tools["tools"]
+        .as_array()
+        .expect("tools")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["add", "echo", "env", "exit", "fail", "now", "slow"]);
+    let echo = tools["tools"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["name"] == "echo"))
+        .expect("echo tool");
+    assert_eq!(echo["annotations"]["readOnlyHint"], true);
+
+    let echoed = client
+        .call(
+            "tools/call",
+            json!({"name": "echo", "arguments": {"text": "hi there"}}),
+        )
+        .await;
+    assert_eq!(echoed["content"][0]["text"], "hi there");
+
+    let added = client
+        .call(
+            "tools/call",
+            json!({"name": "add", "arguments": {"a": 2, "b": 0.5}}),
+        )
+        .await;
+    assert_eq!(added["structuredContent"], json!({"sum": 2.5}));
+    assert_eq!(added["content"][0]["type"], "text");
+
+    let failed = client
+        .call(
+            "tools/call",
+            json!({"name": "fail", "arguments": {"message": "boom"}}),
+        )
+        .await;
+    assert_eq!(failed["isError"], true);
+    assert_eq!(failed["content"][0]["text"], "boom");
+
+    let now = client
+        .call("tools/call", json!({"name": "now", "arguments": {}}))
+        .await;
+    let now = now["content"][0]["text"].as_str().expect("now text");
+    assert!(humantime::parse_rfc3339(now).is_ok(), "not RFC 3339: {now}");
+
+    let templates = client.call("resources/templates/list", json!({})).await;
+    assert_eq!(
+        templates["resourceTemplates"][0]["uriTemplate"],
+        "echo://text/{value}"
+    );
+    let read = client
+        .call("resources/read", json!({"uri": "echo://text/hi"}))
+        .await;
+    assert_eq!(read["contents"][0]["text"], "hi");
+    let readme = client
+        .call("resources/read", json!({"uri": "echo://readme"}))
+        .await;
+    assert_eq!(readme["contents"][0]["mimeType"], "text/plain");
+    client
+        .call("resources/subscribe", json!({"uri": "echo://readme"}))
+        .await;
+    client
+        .call("resources/unsubscribe", json!({"uri": "echo://readme"}))
+        .await;
+
+    let prompt = client
+        .call(
+            "prompts/get",
+            json!({"name": "greet", "arguments": {"name": "Ada"}}),
+        )
+        .await;
+    assert_eq!(prompt["messages"][0]["role"], "user");
+    assert_eq!(
+        prompt["messages"][0]["content"]["text"],
+        "Say hello to Ada."
+    );
+
+    let completed = client
+        .call(
+            "completion/complete",
+            json!({
+                "ref": {"type": "ref/prompt", "name": "greet"},
+                "argument": {"name": "name", "value": "b"}
+            }),
+        )
+        .await;
+    assert_eq!(completed["completion"]["values"], json!(["bob"]));
+}
+
+#[tokio::test]
+async fn unknown_resource_is_a_jsonrpc_error() {
+    let (client, _) = LegacySession::start(spawn().await).await;
+    let body = json!({
+        "jsonrpc": "2.0", "id": 9, "method": "resources/read",
+        "params": {"uri": "file:///etc/passwd"}
+    });
+    let messages = messages(client.post(body).await).await;
+    assert!(response_of(&messages)["error"]["code"].is_i64());
+}
+
+/// One 2026-07-28 request: no initialize, no session, the client context in `_meta`.
+async fn modern_call(url: &str, name: &str, arguments: Value, meta: Value) -> Vec<Value> {
+    let mut meta = meta;
+    meta["io.modelcontextprotocol/protocolVersion"] = json!(MODERN);
+    meta["io.modelcontextprotocol/clientCapabilities"] = json!({});
+    let response = http_client()
+        .post(url)
+        .header("Accept", "application/json, text/event-stream")
+        .header("MCP-Protocol-Version", MODERN)
+        .header("Mcp-Method", "tools/call")
+        .header("Mcp-Name", name)
+        .json(&json!({
+            "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": name, "arguments": arguments, "_meta": meta}
+        }))
+        .send()
+        .await
+        .expect("POST");
+    assert!(response.headers().get("mcp-session-id").is_none());
+    messages(response).await
+}
+
+#[tokio::test]
+async fn stateless_2026_request_succeeds() {
+    let url = spawn().await;
+    let messages = modern_call(&url, "echo", json!({"text": "modern"}), json!({})).await;
+    let response = response_of(&messages);
+    assert_eq!(
+        response["result"]["content"][0]["text"], "modern",
+        "{response}"
+    );
+}
+
+#[tokio::test]
+async fn slow_reports_progress_for_the_request_token() {
+    let url = spawn().await;
+    let messages = modern_call(
+        &url,
+        "slow",
+        json!({"seconds": 0.02, "steps": 2}),
+        json!({"progressToken": "p1"}),
+    )
+    .await;
+    let progress: Vec<&Value> = messages
+        .iter()
+        .filter(|m| m["method"] == "notifications/progress")
+        .collect();
+    assert_eq!(progress.len(), 2, "{messages:?}");
+    assert_eq!(progress[1]["params"]["progressToken"], "p1");
+    assert_eq!(progress[1]["params"]["progress"], 2.0);
+    let response = response_of(&messages);
+    assert_eq!(
+        response["result"]["content"][0]["text"],
+        "done after 2 steps"
+    );
+}

@@ -201,9 +201,10 @@ fn single_header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a st
 async fn post(gw: &Arc<Gateway>, principal: Principal, request: Request, rpc_method: &mut Option<String>) -> Result<Response, Refusal> {
     let (parts, body) = request.into_parts();
     let headers = parts.headers;
-    let json_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("application/json"));
+    // Exactly one Content-Type, and JSON: with two, parsers down the line could disagree.
+    let json_type = single_header(&headers, "content-type").ok().flatten().is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("application/json"));
     if !json_type {
-        return Err(Refusal::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, error_codes::INVALID_REQUEST, "content-type", "Content-Type must be application/json"));
+        return Err(Refusal::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, error_codes::INVALID_REQUEST, "content-type", "exactly one Content-Type header, application/json, is required"));
     }
     let message = read_message(gw, &headers, body).await?;
     let accepts_sse = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/event-stream"));

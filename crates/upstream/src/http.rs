@@ -99,7 +99,11 @@ impl HttpUpstream {
         self.ensure_session().await?;
         match self.send(method, params.clone()).await {
             Err(UpstreamError::Unavailable { reason, .. }) if reason == SESSION_EXPIRED => {
-                self.lock().id = None;
+                {
+                    let mut state = self.lock();
+                    state.id = None;
+                    state.capabilities = None;
+                }
                 self.ensure_session().await?;
                 self.send(method, params).await
             }
@@ -115,9 +119,36 @@ impl HttpUpstream {
         let _ = self.post(&body, method, None).await;
     }
 
+    /// Connects in the background until the upstream answers, with backoff, so its tools are
+    /// listed as soon as it is reachable.
+    pub fn connect_in_background(self: &Arc<Self>) {
+        let this = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(250);
+            loop {
+                let Some(upstream) = this.upgrade() else { return };
+                match upstream.ensure_session().await {
+                    Ok(()) => {
+                        tracing::info!(service = %upstream.name, "service is ready");
+                        return;
+                    }
+                    Err(e) => tracing::warn!(service = %upstream.name, "not reachable yet: {e}"),
+                }
+                drop(upstream);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        });
+    }
+
     async fn ensure_session(&self) -> Result<(), UpstreamError> {
         let _one_at_a_time = self.session.lock().await;
-        if self.lock().id.is_some() || self.lock().capabilities.is_some() {
+        if self.lock().capabilities.is_some() {
+            return Ok(());
+        }
+        if self.stateless {
+            let result = self.send("server/discover", None).await?;
+            self.lock().capabilities = Some(result.get("capabilities").cloned().unwrap_or_else(|| json!({})));
             return Ok(());
         }
         let params = json!({
@@ -197,7 +228,8 @@ impl HttpUpstream {
             let mut events = sse_stream::SseStream::from_bytes_stream(response.bytes_stream());
             while let Some(event) = events.next().await {
                 let event = event.map_err(|e| self.protocol(format!("broken event stream: {e}")))?;
-                let Some(data) = event.data else { continue };
+                // Priming events (an id and empty data) and keep-alives carry no message.
+                let Some(data) = event.data.filter(|d| !d.trim().is_empty()) else { continue };
                 if let Some(result) = self.on_message(data.as_bytes(), id)? {
                     return result;
                 }

@@ -91,13 +91,12 @@ impl Upstream {
             ServiceTransport::Stdio { program, args, cwd, env } => {
                 Upstream::Stdio(StdioUpstream::start(name, program.clone(), args.clone(), cwd.clone(), env.clone(), events))
             }
-            ServiceTransport::Http { url, headers } => Upstream::Http(HttpUpstream::new(
-                name,
-                url.clone(),
-                headers.clone(),
-                service.protocol == UpstreamProtocol::Stateless,
-                events,
-            )),
+            ServiceTransport::Http { url, headers } => {
+                let stateless = service.protocol == UpstreamProtocol::Stateless;
+                let upstream = HttpUpstream::new(name, url.clone(), headers.clone(), stateless, events);
+                upstream.connect_in_background();
+                Upstream::Http(upstream)
+            }
         }
     }
 

@@ -73,6 +73,8 @@ impl Gateway {
             .args(["gateway", "--config"])
             .arg(dir.path().join("gateway.toml"))
             .env("MICROMCP_LOG", "info")
+            // Must never reach a service: children get only their configured environment.
+            .env("MICROMCP_TEST_GATEWAY_SECRET", "do-not-inherit")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

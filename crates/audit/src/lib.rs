@@ -147,7 +147,10 @@ impl AuditLog {
         let mut h = Sha256::new();
         h.update(self.key);
         h.update(&bytes);
-        ArgumentDigest { bytes: bytes.len(), hmac_sha256: hex::encode(h.finalize()) }
+        ArgumentDigest {
+            bytes: bytes.len(),
+            hmac_sha256: hex::encode(h.finalize()),
+        }
     }
 
     /// A short, non-reversible label for a session id.
@@ -174,7 +177,8 @@ async fn write_records(mut rx: mpsc::UnboundedReceiver<Entry>, mut out: Box<dyn 
                 Entry::Flush(done) => flushed.push(done),
             }
         }
-        let written = tokio::task::block_in_place(|| out.write_all(&buf).and_then(|()| out.flush()));
+        let written =
+            tokio::task::block_in_place(|| out.write_all(&buf).and_then(|()| out.flush()));
         if let Err(e) = written {
             eprintln!("micromcp: cannot write audit records: {e}");
         }
@@ -206,14 +210,23 @@ mod tests {
         let sink = Shared::default();
         let (log, writer) = AuditLog::with_writer(Box::new(sink.clone()));
         for i in 0..1000 {
-            log.record(AuditRecord { request_id: format!("r{i}"), status: "ok".into(), ..Default::default() });
+            log.record(AuditRecord {
+                request_id: format!("r{i}"),
+                status: "ok".into(),
+                ..Default::default()
+            });
         }
         drop(log);
         writer.finish().await;
         let text = String::from_utf8(sink.0.lock().expect("lock").clone()).expect("utf8");
         let ids: Vec<String> = text
             .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json")["request_id"].as_str().expect("id").to_owned())
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).expect("json")["request_id"]
+                    .as_str()
+                    .expect("id")
+                    .to_owned()
+            })
             .collect();
         assert_eq!(ids.len(), 1000);
         assert!(ids.iter().enumerate().all(|(i, id)| *id == format!("r{i}")));
@@ -227,6 +240,10 @@ mod tests {
         let da = a.digest(&v);
         assert_eq!(da, a.digest(&v));
         assert_ne!(da.hmac_sha256, b.digest(&v).hmac_sha256);
-        assert!(!serde_json::to_string(&da).expect("json").contains("hunter2"));
+        assert!(
+            !serde_json::to_string(&da)
+                .expect("json")
+                .contains("hunter2")
+        );
     }
 }

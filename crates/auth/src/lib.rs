@@ -28,7 +28,12 @@ pub struct Principal {
 
 impl From<&Identity> for Principal {
     fn from(i: &Identity) -> Self {
-        Self { user: i.principal.clone(), agent: i.agent.clone(), tenant: i.tenant.clone(), roles: i.roles.clone() }
+        Self {
+            user: i.principal.clone(),
+            agent: i.agent.clone(),
+            tenant: i.tenant.clone(),
+            roles: i.roles.clone(),
+        }
     }
 }
 
@@ -79,7 +84,10 @@ impl Authenticator for ApiTokens {
         if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() || token.contains(' ') {
             return Err(AuthError::Malformed);
         }
-        self.by_hash.get(&sha256(token.as_bytes())).cloned().ok_or(AuthError::Invalid)
+        self.by_hash
+            .get(&sha256(token.as_bytes()))
+            .cloned()
+            .ok_or(AuthError::Invalid)
     }
 }
 
@@ -105,7 +113,12 @@ pub fn ensure_generated(path: &Path) -> std::io::Result<([u8; 32], Option<String
             .strip_prefix("sha256:")
             .and_then(|h| hex::decode(h).ok())
             .and_then(|b| <[u8; 32]>::try_from(b).ok())
-            .ok_or_else(|| std::io::Error::other(format!("{} does not hold a sha256:<hex> token hash", path.display())))?;
+            .ok_or_else(|| {
+                std::io::Error::other(format!(
+                    "{} does not hold a sha256:<hex> token hash",
+                    path.display()
+                ))
+            })?;
         return Ok((hash, None));
     }
     let (token, hash_line) = new_token()?;
@@ -126,23 +139,54 @@ mod tests {
     use super::*;
 
     fn table(token: &str) -> ApiTokens {
-        let identity = Identity { principal: "alice".into(), agent: Some("bot".into()), tenant: None, roles: vec![] };
-        ApiTokens::new(&[TokenEntry { identity, hash: TokenHash::Sha256(sha256(token.as_bytes())) }], &HashMap::new())
+        let identity = Identity {
+            principal: "alice".into(),
+            agent: Some("bot".into()),
+            tenant: None,
+            roles: vec![],
+        };
+        ApiTokens::new(
+            &[TokenEntry {
+                identity,
+                hash: TokenHash::Sha256(sha256(token.as_bytes())),
+            }],
+            &HashMap::new(),
+        )
     }
 
     #[test]
     fn accepts_only_the_exact_bearer_token() {
         let (token, _) = new_token().expect("random");
         let t = table(&token);
-        let ok = t.authenticate(Some(format!("Bearer {token}").as_bytes())).expect("valid");
+        let ok = t
+            .authenticate(Some(format!("Bearer {token}").as_bytes()))
+            .expect("valid");
         assert_eq!(ok.user, "alice");
-        assert!(t.authenticate(Some(format!("bearer {token}").as_bytes())).is_ok());
+        assert!(
+            t.authenticate(Some(format!("bearer {token}").as_bytes()))
+                .is_ok()
+        );
         assert_eq!(t.authenticate(None), Err(AuthError::Missing));
-        assert_eq!(t.authenticate(Some(token.as_bytes())), Err(AuthError::Malformed));
-        assert_eq!(t.authenticate(Some(format!("Basic {token}").as_bytes())), Err(AuthError::Malformed));
-        assert_eq!(t.authenticate(Some(format!("Bearer {token}x").as_bytes())), Err(AuthError::Invalid));
-        assert_eq!(t.authenticate(Some(format!("Bearer  {token}").as_bytes())), Err(AuthError::Malformed));
-        assert_eq!(t.authenticate(Some(b"Bearer \xff")), Err(AuthError::Malformed));
+        assert_eq!(
+            t.authenticate(Some(token.as_bytes())),
+            Err(AuthError::Malformed)
+        );
+        assert_eq!(
+            t.authenticate(Some(format!("Basic {token}").as_bytes())),
+            Err(AuthError::Malformed)
+        );
+        assert_eq!(
+            t.authenticate(Some(format!("Bearer {token}x").as_bytes())),
+            Err(AuthError::Invalid)
+        );
+        assert_eq!(
+            t.authenticate(Some(format!("Bearer  {token}").as_bytes())),
+            Err(AuthError::Malformed)
+        );
+        assert_eq!(
+            t.authenticate(Some(b"Bearer \xff")),
+            Err(AuthError::Malformed)
+        );
     }
 
     #[test]

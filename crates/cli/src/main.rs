@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use micromcp_auth::ApiTokens;
@@ -13,7 +12,11 @@ use micromcp_config::{Config, TokenHash};
 use micromcp_gateway::Gateway;
 
 #[derive(Parser)]
-#[command(name = "micromcp", version, about = "A least-privilege security gateway for the Model Context Protocol")]
+#[command(
+    name = "micromcp",
+    version,
+    about = "A least-privilege security gateway for the Model Context Protocol"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -75,7 +78,10 @@ enum TokenCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("micromcp: cannot start the async runtime: {e}");
@@ -94,15 +100,25 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Gateway { config, stdio } => gateway(&config, stdio).await,
-        Command::Serve { service: Service::Echo { http } } => {
+        Command::Serve {
+            service: Service::Echo { http },
+        } => {
             // Services are children of the gateway, which relays their stderr: keep it quiet.
             init_logging("warn");
             micromcp_services::run_echo(micromcp_services::EchoOptions { http }).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Config { command: ConfigCommand::Check { file } } => Ok(match Config::load(&file) {
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => Ok(match Config::load(&file) {
             Ok(config) => {
-                println!("{}: ok ({} service(s), {} token(s), {} grant(s))", file.display(), config.services.len(), config.tokens.len(), config.grants.len());
+                println!(
+                    "{}: ok ({} service(s), {} token(s), {} grant(s))",
+                    file.display(),
+                    config.services.len(),
+                    config.tokens.len(),
+                    config.grants.len()
+                );
                 ExitCode::SUCCESS
             }
             Err(errors) => {
@@ -110,7 +126,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::from(2)
             }
         }),
-        Command::Token { command: TokenCommand::New { principal, agent } } => {
+        Command::Token {
+            command: TokenCommand::New { principal, agent },
+        } => {
             let (token, hash) = micromcp_auth::new_token()?;
             println!("token (give it to the client; it is not stored anywhere):\n  {token}\n");
             println!("config entry (only the hash is kept):\n");
@@ -127,7 +145,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// Logs go to stderr (stdout may be a protocol stream). `MICROMCP_LOG` overrides `default`.
 fn init_logging(default: &str) {
     use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MICROMCP_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MICROMCP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -148,29 +167,40 @@ async fn gateway(config_path: &Path, stdio: bool) -> anyhow::Result<ExitCode> {
     };
     let generated = materialize_generated_tokens(&config)?;
     let authn = ApiTokens::new(&config.tokens, &generated);
-    let (audit, audit_writer) = micromcp_audit::AuditLog::start(config.audit.file.as_deref()).context("cannot open the audit log")?;
-    let self_exe = std::env::current_exe().context("cannot find this executable (needed to start built-in services)")?;
+    let (audit, audit_writer) = micromcp_audit::AuditLog::start(config.audit.file.as_deref())
+        .context("cannot open the audit log")?;
+    let self_exe = std::env::current_exe()
+        .context("cannot find this executable (needed to start built-in services)")?;
     let grace = config.gateway.shutdown_grace;
     let stdio_identity = config.stdio.clone();
     let listen_addr = config.listen.addr;
     let gateway = Gateway::start(config, Box::new(authn), audit, self_exe);
 
     if stdio {
-        let identity = stdio_identity.context("--stdio needs a [stdio] section naming the principal of the local client")?;
+        let identity = stdio_identity
+            .context("--stdio needs a [stdio] section naming the principal of the local client")?;
         micromcp_gateway::stdio::serve(gateway.clone(), &identity, shutdown_signal()).await?;
     } else {
-        let listener = tokio::net::TcpListener::bind(listen_addr).await.with_context(|| format!("cannot listen on {listen_addr}"))?;
+        let listener = tokio::net::TcpListener::bind(listen_addr)
+            .await
+            .with_context(|| format!("cannot listen on {listen_addr}"))?;
         let addr = listener.local_addr()?;
         eprintln!("micromcp: listening on http://{addr}/mcp");
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(micromcp_gateway::http::serve(gateway.clone(), listener, async move {
-            let _ = stop_rx.await;
-        }));
+        let server = tokio::spawn(micromcp_gateway::http::serve(
+            gateway.clone(),
+            listener,
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
         shutdown_signal().await;
         tracing::info!("shutting down: finishing in-flight requests (up to {grace:?})");
         let _ = stop_tx.send(());
         if tokio::time::timeout(grace, server).await.is_err() {
-            tracing::warn!("some requests or streams were still open after {grace:?}; closing them");
+            tracing::warn!(
+                "some requests or streams were still open after {grace:?}; closing them"
+            );
         }
     }
     gateway.shutdown().await;
@@ -178,7 +208,8 @@ async fn gateway(config_path: &Path, stdio: bool) -> anyhow::Result<ExitCode> {
     drop(gateway);
     // Remaining clones of the audit log belong to tasks being torn down; records they still
     // write were flushed above or are written by the writer before the process exits.
-    let _ = tokio::time::timeout(std::time::Duration::from_millis(200), audit_writer.finish()).await;
+    let _ =
+        tokio::time::timeout(std::time::Duration::from_millis(200), audit_writer.finish()).await;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -186,8 +217,11 @@ async fn gateway(config_path: &Path, stdio: bool) -> anyhow::Result<ExitCode> {
 fn materialize_generated_tokens(config: &Config) -> anyhow::Result<HashMap<PathBuf, [u8; 32]>> {
     let mut generated = HashMap::new();
     for entry in &config.tokens {
-        let TokenHash::Generate(path) = &entry.hash else { continue };
-        let (hash, new_token) = micromcp_auth::ensure_generated(path).with_context(|| format!("cannot create or read {}", path.display()))?;
+        let TokenHash::Generate(path) = &entry.hash else {
+            continue;
+        };
+        let (hash, new_token) = micromcp_auth::ensure_generated(path)
+            .with_context(|| format!("cannot create or read {}", path.display()))?;
         if let Some(token) = new_token {
             eprintln!(
                 "\n  micromcp: created a token for principal {:?} (shown once; only its hash is kept in {}):\n\n      {token}\n\n  Connect with the header  Authorization: Bearer {token}\n  Lost it? Delete that file and restart to get a new one.\n",
@@ -206,13 +240,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -221,4 +256,3 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
 }
-

@@ -31,13 +31,39 @@ async fn session_era_client_sees_namespaced_tools_of_every_service_and_calls_the
 
     let mut names = tool_names(&c.call("tools/list", json!({})).await);
     names.sort();
-    let expected = ["echo.add", "echo.echo", "echo.env", "echo.exit", "echo.fail", "echo.now", "echo.slow", "second.add", "second.echo"];
-    assert_eq!(names, expected, "only granted tools, each under its service");
+    let expected = [
+        "echo.add",
+        "echo.echo",
+        "echo.env",
+        "echo.exit",
+        "echo.fail",
+        "echo.now",
+        "echo.slow",
+        "second.add",
+        "second.echo",
+    ];
+    assert_eq!(
+        names, expected,
+        "only granted tools, each under its service"
+    );
 
-    let r = c.call("tools/call", json!({"name": "second.add", "arguments": {"a": 2, "b": 40}})).await;
+    let r = c
+        .call(
+            "tools/call",
+            json!({"name": "second.add", "arguments": {"a": 2, "b": 40}}),
+        )
+        .await;
     assert_eq!(r.result()["structuredContent"]["sum"], 42.0);
-    assert!(r.result().get("resultType").is_none(), "session-era results carry no resultType");
-    let r = c.call("tools/call", json!({"name": "echo.echo", "arguments": {"text": "hello"}})).await;
+    assert!(
+        r.result().get("resultType").is_none(),
+        "session-era results carry no resultType"
+    );
+    let r = c
+        .call(
+            "tools/call",
+            json!({"name": "echo.echo", "arguments": {"text": "hello"}}),
+        )
+        .await;
     assert_eq!(text_of(&r), "hello");
 }
 
@@ -50,7 +76,12 @@ async fn stateless_2026_client_works_without_a_session_and_gets_2026_result_shap
     assert_eq!(d.status, 200);
     assert!(d.headers.get("mcp-session-id").is_none());
     let d = d.result();
-    assert!(d["supportedVersions"].as_array().expect("versions").contains(&json!("2026-07-28")));
+    assert!(
+        d["supportedVersions"]
+            .as_array()
+            .expect("versions")
+            .contains(&json!("2026-07-28"))
+    );
     assert_eq!(d["resultType"], "complete");
     assert_eq!(d["cacheScope"], "private");
 
@@ -59,7 +90,12 @@ async fn stateless_2026_client_works_without_a_session_and_gets_2026_result_shap
     assert_eq!(list.result()["ttlMs"], 0);
     assert!(tool_names(&list).contains(&"echo.echo".to_owned()));
 
-    let r = c.call_2026("tools/call", json!({"name": "echo.echo", "arguments": {"text": "stateless"}})).await;
+    let r = c
+        .call_2026(
+            "tools/call",
+            json!({"name": "echo.echo", "arguments": {"text": "stateless"}}),
+        )
+        .await;
     assert_eq!(r.status, 200);
     assert_eq!(text_of(&r), "stateless");
     assert_eq!(r.result()["resultType"], "complete");
@@ -73,30 +109,64 @@ async fn resources_templates_prompts_and_completion_are_federated() {
     c.initialize().await;
 
     let resources = c.call("resources/list", json!({})).await;
-    let uris: Vec<&str> = resources.result()["resources"].as_array().expect("list").iter().map(|r| r["uri"].as_str().expect("uri")).collect();
+    let uris: Vec<&str> = resources.result()["resources"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|r| r["uri"].as_str().expect("uri"))
+        .collect();
     assert_eq!(uris, ["echo+echo://readme"]);
-    let read = c.call("resources/read", json!({"uri": "echo+echo://readme"})).await;
-    assert!(read.result()["contents"][0]["text"].as_str().expect("text").contains("echo"));
+    let read = c
+        .call("resources/read", json!({"uri": "echo+echo://readme"}))
+        .await;
+    assert!(
+        read.result()["contents"][0]["text"]
+            .as_str()
+            .expect("text")
+            .contains("echo")
+    );
 
     let templates = c.call("resources/templates/list", json!({})).await;
-    assert_eq!(templates.result()["resourceTemplates"][0]["uriTemplate"], "echo+echo://text/{value}");
-    let read = c.call("resources/read", json!({"uri": "echo+echo://text/hi"})).await;
+    assert_eq!(
+        templates.result()["resourceTemplates"][0]["uriTemplate"],
+        "echo+echo://text/{value}"
+    );
+    let read = c
+        .call("resources/read", json!({"uri": "echo+echo://text/hi"}))
+        .await;
     assert_eq!(read.result()["contents"][0]["text"], "hi");
 
     let prompts = c.call("prompts/list", json!({})).await;
     assert_eq!(prompts.result()["prompts"][0]["name"], "echo.greet");
-    let prompt = c.call("prompts/get", json!({"name": "echo.greet", "arguments": {"name": "Ada"}})).await;
-    assert_eq!(prompt.result()["messages"][0]["content"]["text"], "Say hello to Ada.");
+    let prompt = c
+        .call(
+            "prompts/get",
+            json!({"name": "echo.greet", "arguments": {"name": "Ada"}}),
+        )
+        .await;
+    assert_eq!(
+        prompt.result()["messages"][0]["content"]["text"],
+        "Say hello to Ada."
+    );
 
     let completion = c.call("completion/complete", json!({"ref": {"type": "ref/prompt", "name": "echo.greet"}, "argument": {"name": "name", "value": "b"}})).await;
     assert_eq!(completion.result()["completion"]["values"], json!(["bob"]));
 
-    let sub = c.call("resources/subscribe", json!({"uri": "echo+echo://readme"})).await;
+    let sub = c
+        .call("resources/subscribe", json!({"uri": "echo+echo://readme"}))
+        .await;
     assert_eq!(sub.result(), &json!({}));
-    let unsub = c.call("resources/unsubscribe", json!({"uri": "echo+echo://readme"})).await;
+    let unsub = c
+        .call(
+            "resources/unsubscribe",
+            json!({"uri": "echo+echo://readme"}),
+        )
+        .await;
     assert_eq!(unsub.result(), &json!({}));
 
-    let missing = c.call("resources/read", json!({"uri": "nosuch+file:///x"})).await;
+    let missing = c
+        .call("resources/read", json!({"uri": "nosuch+file:///x"}))
+        .await;
     assert_eq!(missing.error_code(), -32002);
 }
 
@@ -109,12 +179,28 @@ async fn progress_notifications_reach_only_the_requesting_client_with_its_own_to
     let mut b = gw.client(&gw.alice);
     b.initialize().await;
     let params = |token: &str| json!({"name": "echo.slow", "arguments": {"seconds": 0.3, "steps": 3}, "_meta": {"progressToken": token}});
-    let (ra, rb) = tokio::join!(a.call("tools/call", params("same")), b.call("tools/call", params("same")));
+    let (ra, rb) = tokio::join!(
+        a.call("tools/call", params("same")),
+        b.call("tools/call", params("same"))
+    );
     for r in [&ra, &rb] {
         assert_eq!(r.status, 200);
-        let progress: Vec<&Value> = r.events.iter().filter(|e| e["method"] == "notifications/progress").collect();
-        assert_eq!(progress.len(), 3, "each client gets exactly its own 3 progress notifications: {:?}", r.events);
-        assert!(progress.iter().all(|p| p["params"]["progressToken"] == "same"));
+        let progress: Vec<&Value> = r
+            .events
+            .iter()
+            .filter(|e| e["method"] == "notifications/progress")
+            .collect();
+        assert_eq!(
+            progress.len(),
+            3,
+            "each client gets exactly its own 3 progress notifications: {:?}",
+            r.events
+        );
+        assert!(
+            progress
+                .iter()
+                .all(|p| p["params"]["progressToken"] == "same")
+        );
         assert_eq!(text_of(r), "done after 3 steps");
     }
 }
@@ -143,15 +229,33 @@ protocol = "2026-07-28"
     let mut c = gw.client(&gw.alice);
     c.initialize().await;
     for service in ["legacy", "modern"] {
-        let r = c.call("tools/call", json!({"name": format!("{service}.echo"), "arguments": {"text": service}})).await;
+        let r = c
+            .call(
+                "tools/call",
+                json!({"name": format!("{service}.echo"), "arguments": {"text": service}}),
+            )
+            .await;
         assert_eq!(text_of(&r), service);
-        assert!(r.result().get("resultType").is_none(), "2025 client must not see resultType from {service}: {}", r.body);
+        assert!(
+            r.result().get("resultType").is_none(),
+            "2025 client must not see resultType from {service}: {}",
+            r.body
+        );
     }
     let mut s = gw.client(&gw.alice);
     for service in ["legacy", "modern"] {
-        let r = s.call_2026("tools/call", json!({"name": format!("{service}.add"), "arguments": {"a": 1, "b": 1}})).await;
+        let r = s
+            .call_2026(
+                "tools/call",
+                json!({"name": format!("{service}.add"), "arguments": {"a": 1, "b": 1}}),
+            )
+            .await;
         assert_eq!(r.result()["structuredContent"]["sum"], 2.0);
-        assert_eq!(r.result()["resultType"], "complete", "2026 client gets resultType from {service}");
+        assert_eq!(
+            r.result()["resultType"],
+            "complete",
+            "2026 client gets resultType from {service}"
+        );
     }
     let list = s.call_2026("tools/list", json!({})).await;
     assert_eq!(tool_names(&list).len(), 14);
@@ -175,7 +279,15 @@ builtin = "echo"
     gw.wait_ready(&["echo"]).await;
     let mut c = gw.client(&gw.alice);
     c.initialize().await;
-    assert_eq!(tool_names(&c.call("tools/list", json!({})).await), ["echo__echo"]);
-    let r = c.call("tools/call", json!({"name": "echo__echo", "arguments": {"text": "ok"}})).await;
+    assert_eq!(
+        tool_names(&c.call("tools/list", json!({})).await),
+        ["echo__echo"]
+    );
+    let r = c
+        .call(
+            "tools/call",
+            json!({"name": "echo__echo", "arguments": {"text": "ok"}}),
+        )
+        .await;
     assert_eq!(text_of(&r), "ok");
 }

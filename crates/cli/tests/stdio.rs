@@ -13,7 +13,10 @@ use serde_json::{Value, json};
 fn stdio_client_speaks_both_eras_and_gets_clear_errors_for_bad_lines() {
     let (alice, bob) = (token(), token());
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = format!("{}\n[stdio]\nprincipal = \"alice\"\nagent = \"desktop\"\n{ECHO}", preamble(&alice, &bob));
+    let config = format!(
+        "{}\n[stdio]\nprincipal = \"alice\"\nagent = \"desktop\"\n{ECHO}",
+        preamble(&alice, &bob)
+    );
     std::fs::write(dir.path().join("gateway.toml"), config).expect("write");
     let mut child = Command::new(BIN)
         .args(["gateway", "--stdio", "--config"])
@@ -25,26 +28,44 @@ fn stdio_client_speaks_both_eras_and_gets_clear_errors_for_bad_lines() {
         .expect("start");
     let mut stdin = child.stdin.take().expect("stdin");
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut notifications = Vec::new();
     let mut exchange = |line: &str| -> Value {
         writeln!(stdin, "{line}").expect("write");
-        let mut reply = String::new();
-        stdout.read_line(&mut reply).expect("read");
-        serde_json::from_str(&reply).unwrap_or_else(|e| panic!("stdout must carry only JSON-RPC ({e}): {reply}"))
+        loop {
+            let mut reply = String::new();
+            stdout.read_line(&mut reply).expect("read");
+            let message: Value = serde_json::from_str(&reply)
+                .unwrap_or_else(|e| panic!("stdout must carry only JSON-RPC ({e}): {reply}"));
+            if message.get("method").is_some() {
+                notifications.push(message);
+                continue;
+            }
+            return message;
+        }
     };
-    let init = exchange(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}"#);
+    let init = exchange(
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}"#,
+    );
     assert_eq!(init["result"]["protocolVersion"], "2025-06-18");
     // Wait for the echo service to be ready.
     let mut names = Vec::new();
     for _ in 0..100 {
         let list = exchange(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#);
-        names = list["result"]["tools"].as_array().expect("tools").iter().map(|t| t["name"].as_str().expect("name").to_owned()).collect();
+        names = list["result"]["tools"]
+            .as_array()
+            .expect("tools")
+            .iter()
+            .map(|t| t["name"].as_str().expect("name").to_owned())
+            .collect();
         if !names.is_empty() {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(names.contains(&"echo.echo".to_owned()), "{names:?}");
-    let call = exchange(r#"{"jsonrpc":"2.0","id":"x","method":"tools/call","params":{"name":"echo.echo","arguments":{"text":"via stdio"}}}"#);
+    let call = exchange(
+        r#"{"jsonrpc":"2.0","id":"x","method":"tools/call","params":{"name":"echo.echo","arguments":{"text":"via stdio"}}}"#,
+    );
     assert_eq!(call["id"], "x");
     assert_eq!(call["result"]["content"][0]["text"], "via stdio");
 
@@ -53,16 +74,36 @@ fn stdio_client_speaks_both_eras_and_gets_clear_errors_for_bad_lines() {
     assert_eq!(modern["result"]["resultType"], "complete");
 
     assert_eq!(exchange("not json")["error"]["code"], -32700);
-    assert_eq!(exchange(r#"{"jsonrpc":"2.0","id":4,"method":"ping","method":"x"}"#)["error"]["code"], -32700);
-    assert_eq!(exchange(r#"[{"jsonrpc":"2.0","id":5,"method":"ping"}]"#)["error"]["code"], -32600);
-    let unsupported = exchange(r#"{"jsonrpc":"2.0","id":6,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2099-01-01"}}}"#);
+    assert_eq!(
+        exchange(r#"{"jsonrpc":"2.0","id":4,"method":"ping","method":"x"}"#)["error"]["code"],
+        -32700
+    );
+    assert_eq!(
+        exchange(r#"[{"jsonrpc":"2.0","id":5,"method":"ping"}]"#)["error"]["code"],
+        -32600
+    );
+    let unsupported = exchange(
+        r#"{"jsonrpc":"2.0","id":6,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2099-01-01"}}}"#,
+    );
     assert_eq!(unsupported["error"]["code"], -32022);
     assert_eq!(unsupported["id"], 6);
 
+    drop(exchange);
+    assert!(
+        notifications
+            .iter()
+            .any(|n| n["method"] == "notifications/tools/list_changed"),
+        "a client that connected before the service was ready is told to list again: {notifications:?}"
+    );
     drop(stdin);
     let status = child.wait().expect("wait");
-    assert!(status.success(), "stdin EOF ends the gateway cleanly: {status}");
+    assert!(
+        status.success(),
+        "stdin EOF ends the gateway cleanly: {status}"
+    );
     let audit = read_jsonl(&dir.path().join("audit.jsonl"));
     assert!(audit.iter().all(|r| r["transport"] == "stdio"));
-    assert!(audit.iter().any(|r| r["principal"] == "alice" && r["agent"] == "desktop" && r["target"] == "echo.echo"));
+    assert!(audit.iter().any(|r| r["principal"] == "alice"
+        && r["agent"] == "desktop"
+        && r["target"] == "echo.echo"));
 }

@@ -32,7 +32,9 @@ async fn spy_server(recorded: Recorded) -> String {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, app).await });
     format!("http://{addr}/mcp")
@@ -64,21 +66,45 @@ headers = {{ Authorization = "file:{}" }}
     let body = json!({"jsonrpc": "2.0", "id": "client-id-777", "method": "tools/call", "params": {
         "name": "spy.spy", "arguments": {},
         "_meta": {"progressToken": "client-progress", "user": "mallory", "io.modelcontextprotocol/principal": "root", "tenant": "other"}}});
-    let r = session.send(&[("mcp-protocol-version", "2025-11-25")], &body).await;
+    let r = session
+        .send(&[("mcp-protocol-version", "2025-11-25")], &body)
+        .await;
     assert_eq!(text_of(&r), "ok");
     assert_eq!(r.body["id"], "client-id-777", "the client's id is restored");
 
     let recorded = recorded.0.lock().expect("lock").clone();
-    let call = recorded.iter().find(|(_, b)| b["method"] == "tools/call").expect("call reached the upstream");
+    let call = recorded
+        .iter()
+        .find(|(_, b)| b["method"] == "tools/call")
+        .expect("call reached the upstream");
     for (headers, body) in &recorded {
         let all_headers = format!("{headers:?}");
-        assert!(!all_headers.contains(&gw.alice) && !body.to_string().contains(&gw.alice), "client token leaked upstream");
-        assert_eq!(headers["authorization"], "Bearer upstream-credential", "the upstream's own credential, from the file");
+        assert!(
+            !all_headers.contains(&gw.alice) && !body.to_string().contains(&gw.alice),
+            "client token leaked upstream"
+        );
+        assert_eq!(
+            headers["authorization"], "Bearer upstream-credential",
+            "the upstream's own credential, from the file"
+        );
     }
     let (_, body) = call;
-    assert!(body["id"].is_u64(), "the gateway's own numeric id upstream, not the client's: {}", body["id"]);
+    assert!(
+        body["id"].is_u64(),
+        "the gateway's own numeric id upstream, not the client's: {}",
+        body["id"]
+    );
     assert_eq!(body["params"]["name"], "spy");
-    let meta = body["params"]["_meta"].as_object().expect("meta with the rewritten progress token");
-    assert_eq!(meta.keys().collect::<Vec<_>>(), ["progressToken"], "identity claims dropped: {meta:?}");
-    assert_ne!(meta["progressToken"], "client-progress", "progress tokens are the gateway's own");
+    let meta = body["params"]["_meta"]
+        .as_object()
+        .expect("meta with the rewritten progress token");
+    assert_eq!(
+        meta.keys().collect::<Vec<_>>(),
+        ["progressToken"],
+        "identity claims dropped: {meta:?}"
+    );
+    assert_ne!(
+        meta["progressToken"], "client-progress",
+        "progress tokens are the gateway's own"
+    );
 }

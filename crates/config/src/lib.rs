@@ -28,7 +28,11 @@ pub struct ConfigError {
 
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.path.is_empty() { f.write_str(&self.message) } else { write!(f, "{}: {}", self.path, self.message) }
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
     }
 }
 
@@ -131,11 +135,23 @@ pub enum UpstreamProtocol {
 #[derive(Debug, Clone)]
 pub enum ServiceTransport {
     /// `micromcp serve <name> <args…>` from this very executable.
-    Builtin { name: String, args: Vec<String>, env: BTreeMap<String, Secret> },
+    Builtin {
+        name: String,
+        args: Vec<String>,
+        env: BTreeMap<String, Secret>,
+    },
     /// Any stdio MCP server. Nothing of the gateway's environment is inherited but `env`.
-    Stdio { program: String, args: Vec<String>, cwd: Option<PathBuf>, env: BTreeMap<String, Secret> },
+    Stdio {
+        program: String,
+        args: Vec<String>,
+        cwd: Option<PathBuf>,
+        env: BTreeMap<String, Secret>,
+    },
     /// A Streamable HTTP MCP server.
-    Http { url: String, headers: BTreeMap<String, Secret> },
+    Http {
+        url: String,
+        headers: BTreeMap<String, Secret>,
+    },
 }
 
 /// Built-in services that `builtin = "<name>"` may name.
@@ -144,9 +160,16 @@ pub const BUILTIN_SERVICES: [&str; 1] = ["echo"];
 impl Config {
     /// Reads, validates and resolves a config file, reporting every problem at once.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        let fail = |errors| ConfigErrors { file: path.to_owned(), errors };
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| fail(vec![ConfigError { path: String::new(), message: format!("cannot read file: {e}") }]))?;
+        let fail = |errors| ConfigErrors {
+            file: path.to_owned(),
+            errors,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            fail(vec![ConfigError {
+                path: String::new(),
+                message: format!("cannot read file: {e}"),
+            }])
+        })?;
         let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Self::from_toml(&text, &base_dir).map_err(fail)
     }

@@ -84,7 +84,9 @@ pub struct RawConfig {
     pub service_names: BTreeSet<String>,
 }
 
-const TOP_LEVEL_KEYS: [&str; 7] = ["listen", "gateway", "auth", "stdio", "policy", "audit", "services"];
+const TOP_LEVEL_KEYS: [&str; 7] = [
+    "listen", "gateway", "auth", "stdio", "policy", "audit", "services",
+];
 
 pub fn parse(text: &str) -> (RawConfig, Vec<ConfigError>) {
     let mut errors = Vec::new();
@@ -92,7 +94,10 @@ pub fn parse(text: &str) -> (RawConfig, Vec<ConfigError>) {
     let mut table: toml::Table = match text.parse() {
         Ok(t) => t,
         Err(e) => {
-            errors.push(ConfigError { path: String::new(), message: format!("not valid TOML: {}", e.message()) });
+            errors.push(ConfigError {
+                path: String::new(),
+                message: format!("not valid TOML: {}", e.message()),
+            });
             if let Some(span) = e.span() {
                 let line = text[..span.start].lines().count().max(1);
                 errors.last_mut().expect("just pushed").message += &format!(" (line {line})");
@@ -134,7 +139,9 @@ fn entries<T: DeserializeOwned>(
     key: &str,
     errors: &mut Vec<ConfigError>,
 ) -> Vec<(String, T)> {
-    let Some(value) = value else { return Vec::new() };
+    let Some(value) = value else {
+        return Vec::new();
+    };
     let toml::Value::Table(mut t) = value else {
         errors.push(err(table, "must be a table"));
         return Vec::new();
@@ -153,13 +160,20 @@ fn entries<T: DeserializeOwned>(
             })
             .collect(),
         Some(_) => {
-            errors.push(err(&format!("{table}.{key}"), &format!("must be an array of tables ([[{table}.{key}]])")));
+            errors.push(err(
+                &format!("{table}.{key}"),
+                &format!("must be an array of tables ([[{table}.{key}]])"),
+            ));
             Vec::new()
         }
     }
 }
 
-fn section<T: DeserializeOwned>(value: Option<toml::Value>, path: &str, errors: &mut Vec<ConfigError>) -> Option<T> {
+fn section<T: DeserializeOwned>(
+    value: Option<toml::Value>,
+    path: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<T> {
     let value = value?;
     let mut unknown = Vec::new();
     let parsed = serde_ignored::deserialize(value, |p| unknown.push(p.to_string()));
@@ -176,5 +190,8 @@ fn section<T: DeserializeOwned>(value: Option<toml::Value>, path: &str, errors: 
 }
 
 fn err(path: &str, message: &str) -> ConfigError {
-    ConfigError { path: path.to_owned(), message: message.to_owned() }
+    ConfigError {
+        path: path.to_owned(),
+        message: message.to_owned(),
+    }
 }

@@ -82,9 +82,13 @@ mod tests {
     fn file_references_resolve_relative_to_the_config_and_drop_the_newline() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("k"), "abc\n").expect("write");
-        let s = SecretRef::parse("file:k").resolve(dir.path()).expect("resolves");
+        let s = SecretRef::parse("file:k")
+            .resolve(dir.path())
+            .expect("resolves");
         assert_eq!(s.expose(), "abc");
-        let err = SecretRef::parse("file:missing").resolve(dir.path()).unwrap_err();
+        let err = SecretRef::parse("file:missing")
+            .resolve(dir.path())
+            .unwrap_err();
         assert!(err.contains("cannot read secret file"), "{err}");
     }
 }

@@ -15,13 +15,23 @@ const DEFAULT_MAX_BODY: u64 = 4 * 1024 * 1024;
 const DEFAULT_MAX_DEPTH: u64 = 64;
 const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Header names whose values must come from `env:`/`file:` references, never literals.
-const SENSITIVE_HEADER_HINTS: [&str; 6] = ["authorization", "cookie", "token", "key", "secret", "password"];
+const SENSITIVE_HEADER_HINTS: [&str; 6] = [
+    "authorization",
+    "cookie",
+    "token",
+    "key",
+    "secret",
+    "password",
+];
 
 struct Errors<'a>(&'a mut Vec<ConfigError>);
 
 impl Errors<'_> {
     fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(ConfigError { path: path.into(), message: message.into() });
+        self.0.push(ConfigError {
+            path: path.into(),
+            message: message.into(),
+        });
     }
 }
 
@@ -36,19 +46,34 @@ pub fn validate(raw: RawConfig, base_dir: &Path, errors: &mut Vec<ConfigError>) 
         .filter_map(|(path, t)| {
             let identity = identity(&t.identity, path, &mut e);
             let hash = token_hash(&t.hash, base_dir, &format!("{path}.hash"), &mut e);
-            Some(TokenEntry { identity: identity?, hash: hash? })
+            Some(TokenEntry {
+                identity: identity?,
+                hash: hash?,
+            })
         })
         .collect::<Vec<_>>();
-    let stdio = raw.stdio.as_ref().and_then(|i| identity(i, "stdio", &mut e));
+    let stdio = raw
+        .stdio
+        .as_ref()
+        .and_then(|i| identity(i, "stdio", &mut e));
 
-    let known_principals: Vec<&str> =
-        tokens.iter().map(|t| t.identity.principal.as_str()).chain(stdio.iter().map(|s| s.principal.as_str())).collect();
+    let known_principals: Vec<&str> = tokens
+        .iter()
+        .map(|t| t.identity.principal.as_str())
+        .chain(stdio.iter().map(|s| s.principal.as_str()))
+        .collect();
     let grants = raw
         .grants
         .iter()
         .map(|(path, g)| {
             if !known_principals.contains(&g.principal.as_str()) {
-                e.push(format!("{path}.principal"), format!("no token or [stdio] identity has principal {:?}", g.principal));
+                e.push(
+                    format!("{path}.principal"),
+                    format!(
+                        "no token or [stdio] identity has principal {:?}",
+                        g.principal
+                    ),
+                );
             }
             let mut patterns = |kind: &str, list: &Option<Vec<String>>| {
                 let list = list.clone().unwrap_or_default();
@@ -69,13 +94,18 @@ pub fn validate(raw: RawConfig, base_dir: &Path, errors: &mut Vec<ConfigError>) 
         })
         .collect();
 
-    let audit = AuditSettings { file: raw.audit.file.as_ref().map(|f| base_dir.join(f)) };
+    let audit = AuditSettings {
+        file: raw.audit.file.as_ref().map(|f| base_dir.join(f)),
+    };
 
     let mut services = BTreeMap::new();
     for (name, s) in &raw.services {
         let path = format!("services.{name}");
         if !is_valid_service_name(name) {
-            e.push(&path, "service names must match [a-z][a-z0-9-]* (at most 63 characters)");
+            e.push(
+                &path,
+                "service names must match [a-z][a-z0-9-]* (at most 63 characters)",
+            );
         }
         if let Some(service) = service(s, &path, base_dir, gateway.call_timeout, &mut e) {
             services.insert(name.clone(), service);
@@ -89,21 +119,46 @@ pub fn validate(raw: RawConfig, base_dir: &Path, errors: &mut Vec<ConfigError>) 
         e.push("auth.tokens", "no credential is configured: add [[auth.tokens]] (see `micromcp token new`) or [stdio]");
     }
 
-    Some(Config { base_dir: base_dir.to_owned(), listen: listen?, gateway, tokens, stdio, grants, audit, services })
+    Some(Config {
+        base_dir: base_dir.to_owned(),
+        listen: listen?,
+        gateway,
+        tokens,
+        stdio,
+        grants,
+        audit,
+        services,
+    })
 }
 
 fn listen(raw: &RawConfig, e: &mut Errors) -> Option<Listen> {
     let l = &raw.listen;
     let addr_text = l.addr.as_deref().unwrap_or(DEFAULT_ADDR);
-    let addr = addr_text.parse::<SocketAddr>().map_err(|_| e.push("listen.addr", format!("{addr_text:?} is not an IP:port address"))).ok();
+    let addr = addr_text
+        .parse::<SocketAddr>()
+        .map_err(|_| {
+            e.push(
+                "listen.addr",
+                format!("{addr_text:?} is not an IP:port address"),
+            )
+        })
+        .ok();
     for (i, origin) in l.allowed_origins.iter().flatten().enumerate() {
-        if !(origin.starts_with("http://") || origin.starts_with("https://")) || origin.ends_with('/') {
-            e.push(format!("listen.allowed_origins[{i}]"), "an origin looks like https://host[:port] (no path)");
+        if !(origin.starts_with("http://") || origin.starts_with("https://"))
+            || origin.ends_with('/')
+        {
+            e.push(
+                format!("listen.allowed_origins[{i}]"),
+                "an origin looks like https://host[:port] (no path)",
+            );
         }
     }
     let max_body = l.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY);
     if !(1024..=256 * 1024 * 1024).contains(&max_body) {
-        e.push("listen.max_body_bytes", "must be between 1024 and 268435456");
+        e.push(
+            "listen.max_body_bytes",
+            "must be between 1024 and 268435456",
+        );
     }
     let depth = l.max_json_depth.unwrap_or(DEFAULT_MAX_DEPTH);
     if !(4..=128).contains(&depth) {
@@ -121,7 +176,12 @@ fn listen(raw: &RawConfig, e: &mut Errors) -> Option<Listen> {
 fn gateway(raw: &RawConfig, e: &mut Errors) -> GatewaySettings {
     let g = &raw.gateway;
     let separator = g.separator.clone().unwrap_or_else(|| ".".into());
-    if separator.is_empty() || separator.len() > 4 || !separator.bytes().all(|b| b.is_ascii_punctuation() && b != b'*' && b != b'+') {
+    if separator.is_empty()
+        || separator.len() > 4
+        || !separator
+            .bytes()
+            .all(|b| b.is_ascii_punctuation() && b != b'*' && b != b'+')
+    {
         e.push("gateway.separator", "must be 1 to 4 ASCII punctuation characters other than '*' and '+' (e.g. \".\" or \"__\")");
     }
     let max_sessions = g.max_sessions.unwrap_or(10_000);
@@ -130,8 +190,18 @@ fn gateway(raw: &RawConfig, e: &mut Errors) -> GatewaySettings {
     }
     GatewaySettings {
         separator,
-        call_timeout: duration(g.call_timeout.as_deref(), "gateway.call_timeout", DEFAULT_CALL_TIMEOUT, e),
-        shutdown_grace: duration(g.shutdown_grace.as_deref(), "gateway.shutdown_grace", Duration::from_secs(10), e),
+        call_timeout: duration(
+            g.call_timeout.as_deref(),
+            "gateway.call_timeout",
+            DEFAULT_CALL_TIMEOUT,
+            e,
+        ),
+        shutdown_grace: duration(
+            g.shutdown_grace.as_deref(),
+            "gateway.shutdown_grace",
+            Duration::from_secs(10),
+            e,
+        ),
         max_sessions: usize::try_from(max_sessions).unwrap_or(usize::MAX),
     }
 }
@@ -145,7 +215,10 @@ fn duration(text: Option<&str>, path: &str, default: Duration, e: &mut Errors) -
             default
         }
         Err(_) => {
-            e.push(path, format!("{text:?} is not a duration (e.g. \"30s\", \"500ms\", \"2m\")"));
+            e.push(
+                path,
+                format!("{text:?} is not a duration (e.g. \"30s\", \"500ms\", \"2m\")"),
+            );
             default
         }
     }
@@ -153,12 +226,19 @@ fn duration(text: Option<&str>, path: &str, default: Duration, e: &mut Errors) -
 
 fn identity(raw: &RawIdentity, path: &str, e: &mut Errors) -> Option<Identity> {
     let mut ok = true;
-    for (key, value) in [("principal", Some(&raw.principal)), ("agent", raw.agent.as_ref()), ("tenant", raw.tenant.as_ref())] {
-        if let Some(v) = value {
-            if v.is_empty() || v.len() > 128 || v.chars().any(char::is_control) {
-                e.push(format!("{path}.{key}"), "must be 1 to 128 characters without control characters");
-                ok = false;
-            }
+    for (key, value) in [
+        ("principal", Some(&raw.principal)),
+        ("agent", raw.agent.as_ref()),
+        ("tenant", raw.tenant.as_ref()),
+    ] {
+        if let Some(v) = value
+            && (v.is_empty() || v.len() > 128 || v.chars().any(char::is_control))
+        {
+            e.push(
+                format!("{path}.{key}"),
+                "must be 1 to 128 characters without control characters",
+            );
+            ok = false;
         }
     }
     ok.then(|| Identity {
@@ -192,8 +272,16 @@ fn token_hash(text: &str, base_dir: &Path, path: &str, e: &mut Errors) -> Option
     }
 }
 
-fn check_pattern(pattern: &str, kind: &str, raw: &RawConfig, separator: &str) -> Result<(), String> {
-    let service = pattern.split_once(separator).map(|(s, _)| s).unwrap_or(pattern);
+fn check_pattern(
+    pattern: &str,
+    kind: &str,
+    raw: &RawConfig,
+    separator: &str,
+) -> Result<(), String> {
+    let service = pattern
+        .split_once(separator)
+        .map(|(s, _)| s)
+        .unwrap_or(pattern);
     if service.contains('*') || pattern.split_once(separator).is_none() {
         return Err(format!(
             "{pattern:?}: a {kind} pattern names its service explicitly, like \"<service>{separator}*\" (wildcard services are not allowed, so a new service never inherits grants)"
@@ -205,57 +293,115 @@ fn check_pattern(pattern: &str, kind: &str, raw: &RawConfig, separator: &str) ->
     Ok(())
 }
 
-fn service(s: &RawService, path: &str, base_dir: &Path, default_timeout: Duration, e: &mut Errors) -> Option<Service> {
-    let kinds = [s.builtin.is_some(), s.command.is_some(), s.url.is_some()].iter().filter(|k| **k).count();
+fn service(
+    s: &RawService,
+    path: &str,
+    base_dir: &Path,
+    default_timeout: Duration,
+    e: &mut Errors,
+) -> Option<Service> {
+    let kinds = [s.builtin.is_some(), s.command.is_some(), s.url.is_some()]
+        .iter()
+        .filter(|k| **k)
+        .count();
     if kinds != 1 {
         e.push(path, "set exactly one of builtin, command or url");
         return None;
     }
-    let call_timeout = duration(s.timeout.as_deref(), &format!("{path}.timeout"), default_timeout, e);
+    let call_timeout = duration(
+        s.timeout.as_deref(),
+        &format!("{path}.timeout"),
+        default_timeout,
+        e,
+    );
     let protocol = match s.protocol.as_deref() {
         None | Some("2025-11-25") => UpstreamProtocol::Session,
         Some("2026-07-28") => UpstreamProtocol::Stateless,
         Some(other) => {
-            e.push(format!("{path}.protocol"), format!("{other:?} is not one of \"2025-11-25\", \"2026-07-28\""));
+            e.push(
+                format!("{path}.protocol"),
+                format!("{other:?} is not one of \"2025-11-25\", \"2026-07-28\""),
+            );
             UpstreamProtocol::Session
         }
     };
-    let env = |e: &mut Errors| resolve_map(s.env.as_ref(), &format!("{path}.env"), base_dir, false, e);
+    let env =
+        |e: &mut Errors| resolve_map(s.env.as_ref(), &format!("{path}.env"), base_dir, false, e);
     let transport = if let Some(name) = &s.builtin {
         if !BUILTIN_SERVICES.contains(&name.as_str()) {
-            e.push(format!("{path}.builtin"), format!("{name:?} is not a built-in service (known: {})", BUILTIN_SERVICES.join(", ")));
+            e.push(
+                format!("{path}.builtin"),
+                format!(
+                    "{name:?} is not a built-in service (known: {})",
+                    BUILTIN_SERVICES.join(", ")
+                ),
+            );
         }
         reject_http_keys(s, path, e);
         if s.cwd.is_some() {
             e.push(format!("{path}.cwd"), "not used with builtin services");
         }
-        ServiceTransport::Builtin { name: name.clone(), args: s.args.clone().unwrap_or_default(), env: env(e) }
+        ServiceTransport::Builtin {
+            name: name.clone(),
+            args: s.args.clone().unwrap_or_default(),
+            env: env(e),
+        }
     } else if let Some(command) = &s.command {
         reject_http_keys(s, path, e);
         let Some((program, first_args)) = command.split_first() else {
-            e.push(format!("{path}.command"), "must name a program: [\"program\", \"arg\", …]");
+            e.push(
+                format!("{path}.command"),
+                "must name a program: [\"program\", \"arg\", …]",
+            );
             return None;
         };
         let mut args = first_args.to_vec();
         args.extend(s.args.clone().unwrap_or_default());
         // Relative paths (program, cwd, and args the program opens) are relative to the config
         // file: the child runs in the config's folder unless `cwd` says otherwise.
-        let program = if program.contains('/') { base_dir.join(program).to_string_lossy().into_owned() } else { program.clone() };
+        let program = if program.contains('/') {
+            base_dir.join(program).to_string_lossy().into_owned()
+        } else {
+            program.clone()
+        };
         let cwd = Some(base_dir.join(s.cwd.as_deref().unwrap_or(".")));
-        ServiceTransport::Stdio { program, args, cwd, env: env(e) }
+        ServiceTransport::Stdio {
+            program,
+            args,
+            cwd,
+            env: env(e),
+        }
     } else {
         let url = s.url.clone().unwrap_or_default();
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             e.push(format!("{path}.url"), "must be an http:// or https:// URL");
         }
-        for key in [("args", s.args.is_some()), ("cwd", s.cwd.is_some()), ("env", s.env.is_some())] {
+        for key in [
+            ("args", s.args.is_some()),
+            ("cwd", s.cwd.is_some()),
+            ("env", s.env.is_some()),
+        ] {
             if key.1 {
                 e.push(format!("{path}.{}", key.0), "not used with url services");
             }
         }
-        ServiceTransport::Http { url, headers: resolve_map(s.headers.as_ref(), &format!("{path}.headers"), base_dir, true, e) }
+        ServiceTransport::Http {
+            url,
+            headers: resolve_map(
+                s.headers.as_ref(),
+                &format!("{path}.headers"),
+                base_dir,
+                true,
+                e,
+            ),
+        }
     };
-    Some(Service { transport, call_timeout, prefix: s.prefix.unwrap_or(true), protocol })
+    Some(Service {
+        transport,
+        call_timeout,
+        prefix: s.prefix.unwrap_or(true),
+        protocol,
+    })
 }
 
 fn reject_http_keys(s: &RawService, path: &str, e: &mut Errors) {
@@ -277,7 +423,8 @@ fn resolve_map(
         let reference = SecretRef::parse(value);
         if headers {
             let lower = key.to_ascii_lowercase();
-            if !reference.is_reference() && SENSITIVE_HEADER_HINTS.iter().any(|h| lower.contains(h)) {
+            if !reference.is_reference() && SENSITIVE_HEADER_HINTS.iter().any(|h| lower.contains(h))
+            {
                 e.push(&key_path, "credentials must be given by reference (\"env:NAME\" or \"file:PATH\"), not inline");
                 continue;
             }
@@ -291,4 +438,3 @@ fn resolve_map(
     }
     out
 }
-

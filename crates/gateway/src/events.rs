@@ -20,6 +20,8 @@ use crate::Gateway;
 use crate::session::lock;
 
 type Sink = mpsc::UnboundedSender<Value>;
+/// A `subscriptions/listen` stream: where to send, which notifications it accepted, its id.
+type Listener = (Sink, serde_json::Map<String, Value>, Value);
 
 #[derive(Default)]
 pub struct Routes {
@@ -28,7 +30,7 @@ pub struct Routes {
     /// Subscribers per (service, upstream URI); the upstream is subscribed once.
     pub(crate) subscribers: Mutex<HashMap<(String, String), usize>>,
     /// 2026-07-28 `subscriptions/listen` streams: sink, accepted filter, subscription id.
-    listeners: Mutex<Vec<(Sink, serde_json::Map<String, Value>, Value)>>,
+    listeners: Mutex<Vec<Listener>>,
 }
 
 /// Unregisters a progress token when the request ends.
@@ -45,13 +47,31 @@ impl Drop for ProgressGuard<'_> {
 
 impl Routes {
     /// Registers a client's progress token; returns the gateway token to send upstream.
-    pub fn register_progress(&self, sink: Sink, client_token: Value) -> (String, ProgressGuard<'_>) {
-        let token = format!("mmcp-progress-{}", self.next_token.fetch_add(1, Ordering::Relaxed) + 1);
+    pub fn register_progress(
+        &self,
+        sink: Sink,
+        client_token: Value,
+    ) -> (String, ProgressGuard<'_>) {
+        let token = format!(
+            "mmcp-progress-{}",
+            self.next_token.fetch_add(1, Ordering::Relaxed) + 1
+        );
         lock(&self.progress).insert(token.clone(), (sink, client_token));
-        (token.clone(), ProgressGuard { routes: self, token })
+        (
+            token.clone(),
+            ProgressGuard {
+                routes: self,
+                token,
+            },
+        )
     }
 
-    pub fn add_listener(&self, sink: Sink, accepted: serde_json::Map<String, Value>, subscription_id: Value) {
+    pub fn add_listener(
+        &self,
+        sink: Sink,
+        accepted: serde_json::Map<String, Value>,
+        subscription_id: Value,
+    ) {
         lock(&self.listeners).push((sink, accepted, subscription_id));
     }
 
@@ -73,20 +93,37 @@ impl Routes {
 
     fn deliver_progress(&self, params: Option<Value>) {
         let Some(mut params) = params else { return };
-        let Some(token) = params.get("progressToken").and_then(Value::as_str).map(str::to_owned) else { return };
+        let Some(token) = params
+            .get("progressToken")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+        else {
+            return;
+        };
         let routes = lock(&self.progress);
-        let Some((sink, client_token)) = routes.get(&token) else { return };
+        let Some((sink, client_token)) = routes.get(&token) else {
+            return;
+        };
         params["progressToken"] = client_token.clone();
-        let _ = sink.send(json!({ "jsonrpc": "2.0", "method": "notifications/progress", "params": params }));
+        let _ = sink.send(
+            json!({ "jsonrpc": "2.0", "method": "notifications/progress", "params": params }),
+        );
     }
 }
 
-pub(crate) async fn route_events(gateway: Weak<Gateway>, mut rx: mpsc::UnboundedReceiver<UpstreamEvent>) {
+pub(crate) async fn route_events(
+    gateway: Weak<Gateway>,
+    mut rx: mpsc::UnboundedReceiver<UpstreamEvent>,
+) {
     while let Some(event) = rx.recv().await {
-        let Some(gateway) = gateway.upgrade() else { return };
+        let Some(gateway) = gateway.upgrade() else {
+            return;
+        };
         match event.method.as_str() {
             "notifications/progress" => gateway.routes.deliver_progress(event.params),
-            "notifications/tools/list_changed" | "notifications/prompts/list_changed" | "notifications/resources/list_changed" => {
+            "notifications/tools/list_changed"
+            | "notifications/prompts/list_changed"
+            | "notifications/resources/list_changed" => {
                 let notification = json!({ "jsonrpc": "2.0", "method": event.method });
                 for session in gateway.sessions.all() {
                     session.send(notification.clone());
@@ -97,18 +134,30 @@ pub(crate) async fn route_events(gateway: Weak<Gateway>, mut rx: mpsc::Unbounded
                 gateway.routes.deliver_list_changed(&event.method);
             }
             "notifications/resources/updated" => {
-                let Some(uri) = event.params.as_ref().and_then(|p| p.get("uri")).and_then(Value::as_str) else { continue };
+                let Some(uri) = event
+                    .params
+                    .as_ref()
+                    .and_then(|p| p.get("uri"))
+                    .and_then(Value::as_str)
+                else {
+                    continue;
+                };
                 let public = gateway.public_uri(&event.service, uri);
-                let notification =
-                    json!({ "jsonrpc": "2.0", "method": "notifications/resources/updated", "params": { "uri": public } });
-                let sessions = gateway.sessions.all().into_iter().chain(gateway.stdio_session());
+                let notification = json!({ "jsonrpc": "2.0", "method": "notifications/resources/updated", "params": { "uri": public } });
+                let sessions = gateway
+                    .sessions
+                    .all()
+                    .into_iter()
+                    .chain(gateway.stdio_session());
                 for session in sessions {
                     if lock(&session.subscriptions).contains(&public) {
                         session.send(notification.clone());
                     }
                 }
             }
-            other => tracing::debug!(service = %event.service, method = other, "upstream notification not forwarded"),
+            other => {
+                tracing::debug!(service = %event.service, method = other, "upstream notification not forwarded")
+            }
         }
     }
 }

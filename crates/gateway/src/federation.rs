@@ -15,6 +15,8 @@ use crate::pipeline::{Caller, Failure};
 use crate::{Gateway, ServiceHandle};
 
 const MAX_CURSOR_BYTES: usize = 8192;
+/// How long a request waits for a service that is still on its first start.
+pub(crate) const STARTUP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The four list methods.
 #[derive(Debug, Clone, Copy)]
@@ -35,7 +37,12 @@ impl ListKind {
             "tools/list" => ("tools", "name", Kind::Tool, "tools"),
             "prompts/list" => ("prompts", "name", Kind::Prompt, "prompts"),
             "resources/list" => ("resources", "uri", Kind::Resource, "resources"),
-            "resources/templates/list" => ("resourceTemplates", "uriTemplate", Kind::Resource, "resources"),
+            "resources/templates/list" => (
+                "resourceTemplates",
+                "uriTemplate",
+                Kind::Resource,
+                "resources",
+            ),
             _ => return None,
         };
         let method = match method {
@@ -44,7 +51,13 @@ impl ListKind {
             "resources/list" => "resources/list",
             _ => "resources/templates/list",
         };
-        Some(ListKind { method, items, id, kind, capability })
+        Some(ListKind {
+            method,
+            items,
+            id,
+            kind,
+            capability,
+        })
     }
 }
 
@@ -52,7 +65,10 @@ type Cursor = Vec<(String, Option<String>)>;
 
 impl Gateway {
     /// Routes a public tool or prompt name to its service and upstream name.
-    pub(crate) fn route_name<'a>(&'a self, public: &'a str) -> Option<(&'a ServiceHandle, &'a str)> {
+    pub(crate) fn route_name<'a>(
+        &'a self,
+        public: &'a str,
+    ) -> Option<(&'a ServiceHandle, &'a str)> {
         if let Some(only) = self.unprefixed_service() {
             return Some((only, public));
         }
@@ -84,24 +100,45 @@ impl Gateway {
     }
 
     /// One merged page of a list, showing the caller only what it may use.
-    pub(crate) async fn list(&self, caller: &Caller, list: ListKind, params: Option<&Value>) -> Result<Value, Failure> {
+    pub(crate) async fn list(
+        &self,
+        caller: &Caller,
+        list: ListKind,
+        params: Option<&Value>,
+    ) -> Result<Value, Failure> {
         let cursor = match params.and_then(|p| p.get("cursor")) {
             None | Some(Value::Null) => self.services.keys().map(|s| (s.clone(), None)).collect(),
-            Some(Value::String(c)) => self.decode_cursor(c).ok_or_else(|| Failure::invalid_params("invalid cursor"))?,
+            Some(Value::String(c)) => self
+                .decode_cursor(c)
+                .ok_or_else(|| Failure::invalid_params("invalid cursor"))?,
             Some(_) => return Err(Failure::invalid_params("cursor must be a string")),
         };
         let pages = cursor.into_iter().filter_map(|(name, upstream_cursor)| {
             let service = self.services.get(&name)?;
-            let offers = service.upstream.capabilities().is_some_and(|c| c.get(list.capability).is_some());
-            offers.then(|| async move {
+            Some(async move {
+                service
+                    .upstream
+                    .wait_started(STARTUP_WAIT.min(service.timeout))
+                    .await;
+                let offers = service
+                    .upstream
+                    .capabilities()
+                    .is_some_and(|c| c.get(list.capability).is_some());
+                if !offers {
+                    return None;
+                }
                 let params = upstream_cursor.as_ref().map(|c| json!({ "cursor": c }));
-                let page = tokio::time::timeout(service.timeout, service.upstream.request(list.method, params)).await;
-                (service, page)
+                let page = tokio::time::timeout(
+                    service.timeout,
+                    service.upstream.request(list.method, params),
+                )
+                .await;
+                Some((service, page))
             })
         });
         let mut items = Vec::new();
         let mut next: Cursor = Vec::new();
-        for (service, page) in futures::future::join_all(pages).await {
+        for (service, page) in futures::future::join_all(pages).await.into_iter().flatten() {
             let page = match page {
                 Ok(Ok(page)) => page,
                 Ok(Err(e)) => {
@@ -113,10 +150,23 @@ impl Gateway {
                     continue;
                 }
             };
-            for item in page.get(list.items).and_then(Value::as_array).into_iter().flatten() {
-                let Some(mut item) = item.as_object().cloned() else { continue };
-                let Some(id) = item.get(list.id).and_then(Value::as_str).map(str::to_owned) else { continue };
-                let action = Action { kind: list.kind, service: &service.name, name: &id };
+            for item in page
+                .get(list.items)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let Some(mut item) = item.as_object().cloned() else {
+                    continue;
+                };
+                let Some(id) = item.get(list.id).and_then(Value::as_str).map(str::to_owned) else {
+                    continue;
+                };
+                let action = Action {
+                    kind: list.kind,
+                    service: &service.name,
+                    name: &id,
+                };
                 if !self.authz.authorize(&caller.principal, action).allowed {
                     continue;
                 }
@@ -141,10 +191,16 @@ impl Gateway {
         }
         let bytes = URL_SAFE_NO_PAD.decode(text.strip_prefix("mm1.")?).ok()?;
         let cursor: Cursor = serde_json::from_slice(&bytes).ok()?;
-        cursor.iter().all(|(s, _)| self.services.contains_key(s)).then_some(cursor)
+        cursor
+            .iter()
+            .all(|(s, _)| self.services.contains_key(s))
+            .then_some(cursor)
     }
 }
 
 fn encode_cursor(cursor: &Cursor) -> String {
-    format!("mm1.{}", URL_SAFE_NO_PAD.encode(serde_json::to_vec(cursor).unwrap_or_default()))
+    format!(
+        "mm1.{}",
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(cursor).unwrap_or_default())
+    )
 }

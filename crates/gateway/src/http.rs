@@ -15,6 +15,9 @@
 //! 6. Hand the request to [`Gateway::handle`]; the answer is JSON, or an SSE stream when the
 //!    client asked for progress and accepts `text/event-stream`.
 
+// Refusals are the cold path; boxing them would add noise to every check for no gain.
+#![allow(clippy::result_large_err)]
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,14 +35,16 @@ use micromcp_auth::{AuthError, Principal};
 use micromcp_protocol::era::supported_versions;
 use micromcp_protocol::headers::decode_value;
 use micromcp_protocol::jsonrpc::error_without_id;
-use micromcp_protocol::{Era, ErrorObject, Message, ProtocolVersion, Request as RpcRequest, error_codes, strict};
+use micromcp_protocol::{
+    Era, ErrorObject, Message, ProtocolVersion, Request as RpcRequest, error_codes, strict,
+};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
+use crate::Gateway;
 use crate::pipeline::Caller;
 use crate::session::Session;
-use crate::Gateway;
 
 const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
@@ -63,15 +68,33 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(gateway)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(gateway))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 async fn readyz(State(gw): Gw) -> Response {
-    let services: serde_json::Map<String, Value> =
-        gw.ready_services().into_iter().map(|(name, ready)| (name.to_owned(), json!(if ready { "ready" } else { "unavailable" }))).collect();
+    let services: serde_json::Map<String, Value> = gw
+        .ready_services()
+        .into_iter()
+        .map(|(name, ready)| {
+            (
+                name.to_owned(),
+                json!(if ready { "ready" } else { "unavailable" }),
+            )
+        })
+        .collect();
     let all = services.values().all(|v| v == "ready");
-    let status = if all { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, axum::Json(json!({ "ready": all, "services": services }))).into_response()
+    let status = if all {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        axum::Json(json!({ "ready": all, "services": services })),
+    )
+        .into_response()
 }
 
 /// A refusal before the request path: status, JSON-RPC error, audit rule.
@@ -85,7 +108,13 @@ struct Refusal {
 
 impl Refusal {
     fn new(status: StatusCode, code: i64, rule: &'static str, message: impl Into<String>) -> Self {
-        Self { status, error: ErrorObject::new(code, message), rule, id: None, extra: None }
+        Self {
+            status,
+            error: ErrorObject::new(code, message),
+            rule,
+            id: None,
+            extra: None,
+        }
     }
 }
 
@@ -94,22 +123,36 @@ async fn mcp(State(gw): Gw, request: Request) -> Response {
     let method = request.method().clone();
     let mut principal = None;
     let mut rpc_method = None;
-    let outcome = match check_transport(&gw, &request).and_then(|()| authenticate(&gw, request.headers())) {
-        Err(refusal) => Err(refusal),
-        Ok(p) => {
-            principal = Some(p.clone());
-            match method {
-                Method::POST => post(&gw, p, request, &mut rpc_method).await,
-                Method::GET => get_stream(&gw, &p, request.headers()),
-                Method::DELETE => delete(&gw, &p, request.headers()).await,
-                _ => Err(Refusal::new(StatusCode::METHOD_NOT_ALLOWED, error_codes::INVALID_REQUEST, "http-method", "use POST, GET or DELETE")),
+    let outcome =
+        match check_transport(&gw, &request).and_then(|()| authenticate(&gw, request.headers())) {
+            Err(refusal) => Err(refusal),
+            Ok(p) => {
+                principal = Some(p.clone());
+                match method {
+                    Method::POST => post(&gw, p, request, &mut rpc_method).await,
+                    Method::GET => get_stream(&gw, &p, request.headers()),
+                    Method::DELETE => delete(&gw, &p, request.headers()).await,
+                    _ => Err(Refusal::new(
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        error_codes::INVALID_REQUEST,
+                        "http-method",
+                        "use POST, GET or DELETE",
+                    )),
+                }
             }
-        }
-    };
+        };
     match outcome {
         Ok(response) => response,
         Err(refusal) => {
-            gw.audit_rejection("http", principal.as_ref(), rpc_method.as_deref(), Some(refusal.status.as_u16()), refusal.rule, &refusal.error.message, started);
+            gw.audit_rejection(
+                "http",
+                principal.as_ref(),
+                rpc_method.as_deref(),
+                Some(refusal.status.as_u16()),
+                refusal.rule,
+                &refusal.error.message,
+                started,
+            );
             refusal_response(refusal)
         }
     }
@@ -125,7 +168,9 @@ fn refusal_response(refusal: Refusal) -> Response {
         response.headers_mut().insert(name, value);
     }
     if refusal.status == StatusCode::METHOD_NOT_ALLOWED {
-        response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
     }
     response
 }
@@ -134,14 +179,32 @@ fn refusal_response(refusal: Refusal) -> Response {
 fn check_transport(gw: &Gateway, request: &Request) -> Result<(), Refusal> {
     let headers = request.headers();
     let listen = &gw.config.listen;
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
     if !host_allowed(host, listen.addr, &listen.allowed_hosts) {
-        return Err(Refusal::new(StatusCode::FORBIDDEN, error_codes::INVALID_REQUEST, "host", "Host header is not allowed"));
+        return Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            error_codes::INVALID_REQUEST,
+            "host",
+            "Host header is not allowed",
+        ));
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
-        let allowed = origin.to_str().is_ok_and(|o| listen.allowed_origins.iter().any(|a| a.eq_ignore_ascii_case(o)));
+        let allowed = origin.to_str().is_ok_and(|o| {
+            listen
+                .allowed_origins
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(o))
+        });
         if !allowed {
-            return Err(Refusal::new(StatusCode::FORBIDDEN, error_codes::INVALID_REQUEST, "origin", "Origin is not allowed"));
+            return Err(Refusal::new(
+                StatusCode::FORBIDDEN,
+                error_codes::INVALID_REQUEST,
+                "origin",
+                "Origin is not allowed",
+            ));
         }
     }
     if request.uri().query().is_some() {
@@ -164,28 +227,47 @@ fn host_allowed(host: &str, bound: SocketAddr, allowed: &[String]) -> bool {
     } else {
         host.rsplit_once(':').map_or(host, |(h, _)| h)
     };
-    if allowed.iter().any(|a| a.eq_ignore_ascii_case(host) || a.eq_ignore_ascii_case(name)) {
+    if allowed
+        .iter()
+        .any(|a| a.eq_ignore_ascii_case(host) || a.eq_ignore_ascii_case(name))
+    {
         return true;
     }
-    bound.ip().is_loopback() && (name.eq_ignore_ascii_case("localhost") || name == "127.0.0.1" || name == "::1")
+    bound.ip().is_loopback()
+        && (name.eq_ignore_ascii_case("localhost") || name == "127.0.0.1" || name == "::1")
 }
 
 fn authenticate(gw: &Gateway, headers: &HeaderMap) -> Result<Principal, Refusal> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let first = values.next();
     if values.next().is_some() {
-        return Err(Refusal::new(StatusCode::BAD_REQUEST, error_codes::INVALID_REQUEST, "auth", "more than one Authorization header"));
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            error_codes::INVALID_REQUEST,
+            "auth",
+            "more than one Authorization header",
+        ));
     }
-    gw.authn.authenticate(first.map(HeaderValue::as_bytes)).map_err(|e| {
-        let challenge = match e {
-            AuthError::Missing => "Bearer realm=\"micromcp\"",
-            AuthError::Malformed => "Bearer realm=\"micromcp\", error=\"invalid_request\"",
-            AuthError::Invalid => "Bearer realm=\"micromcp\", error=\"invalid_token\"",
-        };
-        let mut refusal = Refusal::new(StatusCode::UNAUTHORIZED, error_codes::SERVER_ERROR, "auth", format!("unauthorized: {e}"));
-        refusal.extra = Some((header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge)));
-        refusal
-    })
+    gw.authn
+        .authenticate(first.map(HeaderValue::as_bytes))
+        .map_err(|e| {
+            let challenge = match e {
+                AuthError::Missing => "Bearer realm=\"micromcp\"",
+                AuthError::Malformed => "Bearer realm=\"micromcp\", error=\"invalid_request\"",
+                AuthError::Invalid => "Bearer realm=\"micromcp\", error=\"invalid_token\"",
+            };
+            let mut refusal = Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                error_codes::SERVER_ERROR,
+                "auth",
+                format!("unauthorized: {e}"),
+            );
+            refusal.extra = Some((
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            ));
+            refusal
+        })
 }
 
 /// One header value, refusing duplicates (two proxies could disagree on which one counts).
@@ -195,34 +277,76 @@ fn single_header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a st
     if values.next().is_some() {
         return Err(format!("more than one {name} header"));
     }
-    first.map(|v| v.to_str().map_err(|_| format!("{name} header is not visible ASCII"))).transpose()
+    first
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| format!("{name} header is not visible ASCII"))
+        })
+        .transpose()
 }
 
-async fn post(gw: &Arc<Gateway>, principal: Principal, request: Request, rpc_method: &mut Option<String>) -> Result<Response, Refusal> {
+async fn post(
+    gw: &Arc<Gateway>,
+    principal: Principal,
+    request: Request,
+    rpc_method: &mut Option<String>,
+) -> Result<Response, Refusal> {
     let (parts, body) = request.into_parts();
     let headers = parts.headers;
     // Exactly one Content-Type, and JSON: with two, parsers down the line could disagree.
-    let json_type = single_header(&headers, "content-type").ok().flatten().is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("application/json"));
+    let json_type = single_header(&headers, "content-type")
+        .ok()
+        .flatten()
+        .is_some_and(|t| {
+            t.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        });
     if !json_type {
-        return Err(Refusal::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, error_codes::INVALID_REQUEST, "content-type", "exactly one Content-Type header, application/json, is required"));
+        return Err(Refusal::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            error_codes::INVALID_REQUEST,
+            "content-type",
+            "exactly one Content-Type header, application/json, is required",
+        ));
     }
     let message = read_message(gw, &headers, body).await?;
-    let accepts_sse = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/event-stream"));
+    let accepts_sse = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/event-stream"));
     let (method, params) = match &message {
         Message::Request(r) => (r.method.clone(), r.params.as_ref()),
         Message::Notification(n) => (n.method.clone(), n.params.as_ref()),
         Message::Response(_) => (String::new(), None),
     };
     *rpc_method = (!method.is_empty()).then(|| method.clone());
-    let meta_version = params.and_then(|p| p.get("_meta")).and_then(|m| m.get(META_VERSION)).and_then(Value::as_str);
-    let header_version = single_header(&headers, VERSION_HEADER).map_err(|m| mismatch(m, &message))?;
+    let meta_version = params
+        .and_then(|p| p.get("_meta"))
+        .and_then(|m| m.get(META_VERSION))
+        .and_then(Value::as_str);
+    let header_version =
+        single_header(&headers, VERSION_HEADER).map_err(|m| mismatch(m, &message))?;
     let stateless = method != "initialize"
-        && (meta_version.is_some() || header_version.and_then(ProtocolVersion::parse).is_some_and(|v| v.era() == Era::Stateless)
-            || header_version.is_some_and(|v| ProtocolVersion::parse(v).is_none() && headers.get(SESSION_HEADER).is_none()));
+        && (meta_version.is_some()
+            || header_version
+                .and_then(ProtocolVersion::parse)
+                .is_some_and(|v| v.era() == Era::Stateless)
+            || header_version.is_some_and(|v| {
+                ProtocolVersion::parse(v).is_none() && headers.get(SESSION_HEADER).is_none()
+            }));
 
     if stateless {
-        let (version, capabilities) = check_stateless(&headers, &message, header_version, meta_version)?;
-        let caller = Caller { principal, transport: "http", version, session: None, notify: None, client_capabilities: Some(capabilities) };
+        let (version, capabilities) =
+            check_stateless(&headers, &message, header_version, meta_version)?;
+        let caller = Caller {
+            principal,
+            transport: "http",
+            version,
+            session: None,
+            notify: None,
+            client_capabilities: Some(capabilities),
+        };
         return Ok(match message {
             Message::Request(r) if r.method == "subscriptions/listen" => listen(gw, caller, r),
             Message::Request(r) => answer(gw, caller, r, accepts_sse).await,
@@ -231,28 +355,43 @@ async fn post(gw: &Arc<Gateway>, principal: Principal, request: Request, rpc_met
                 StatusCode::ACCEPTED.into_response()
             }
             Message::Response(_) => {
-                return Err(Refusal::new(StatusCode::BAD_REQUEST, error_codes::INVALID_REQUEST, "unexpected-response", "the gateway sent no request to answer"));
+                return Err(Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    error_codes::INVALID_REQUEST,
+                    "unexpected-response",
+                    "the gateway sent no request to answer",
+                ));
             }
         });
     }
 
-    if let Message::Request(r) = &message {
-        if r.method == "initialize" {
-            return initialize(gw, principal, r.clone()).await;
-        }
+    if let Message::Request(r) = &message
+        && r.method == "initialize"
+    {
+        return initialize(gw, principal, r.clone()).await;
     }
     let session = session_for(gw, &headers, &principal)?;
-    if let Some(v) = header_version {
-        if ProtocolVersion::parse(v).is_none_or(|p| p.era() != Era::Session) {
-            return Err(Refusal::new(
-                StatusCode::BAD_REQUEST,
-                error_codes::INVALID_REQUEST,
-                "protocol-version",
-                format!("unsupported MCP-Protocol-Version {v:?}; supported: {}", supported_versions().join(", ")),
-            ));
-        }
+    if let Some(v) = header_version
+        && ProtocolVersion::parse(v).is_none_or(|p| p.era() != Era::Session)
+    {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            error_codes::INVALID_REQUEST,
+            "protocol-version",
+            format!(
+                "unsupported MCP-Protocol-Version {v:?}; supported: {}",
+                supported_versions().join(", ")
+            ),
+        ));
     }
-    let caller = Caller { principal, transport: "http", version: session.version(), session: Some(session), notify: None, client_capabilities: None };
+    let caller = Caller {
+        principal,
+        transport: "http",
+        version: session.version(),
+        session: Some(session),
+        notify: None,
+        client_capabilities: None,
+    };
     Ok(match message {
         Message::Request(r) => answer(gw, caller, r, accepts_sse).await,
         Message::Notification(n) => {
@@ -265,23 +404,51 @@ async fn post(gw: &Arc<Gateway>, principal: Principal, request: Request, rpc_met
 
 async fn read_message(gw: &Gateway, headers: &HeaderMap, body: Body) -> Result<Message, Refusal> {
     let max = gw.config.listen.max_body_bytes;
-    let too_large = || Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, error_codes::INVALID_REQUEST, "body-size", format!("request body exceeds {max} bytes"));
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    let too_large = || {
+        Refusal::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            error_codes::INVALID_REQUEST,
+            "body-size",
+            format!("request body exceeds {max} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|len| len > max) {
         return Err(too_large());
     }
-    let bytes = axum::body::to_bytes(body, max).await.map_err(|_| too_large())?;
-    let value = strict::parse(&bytes, gw.config.listen.max_json_depth)
-        .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, error_codes::PARSE_ERROR, "json", e.to_string()))?;
+    let bytes = axum::body::to_bytes(body, max)
+        .await
+        .map_err(|_| too_large())?;
+    let value = strict::parse(&bytes, gw.config.listen.max_json_depth).map_err(|e| {
+        Refusal::new(
+            StatusCode::BAD_REQUEST,
+            error_codes::PARSE_ERROR,
+            "json",
+            e.to_string(),
+        )
+    })?;
     Message::from_value(value).map_err(|e| {
-        let mut refusal = Refusal::new(StatusCode::BAD_REQUEST, error_codes::INVALID_REQUEST, "jsonrpc", e.reason);
+        let mut refusal = Refusal::new(
+            StatusCode::BAD_REQUEST,
+            error_codes::INVALID_REQUEST,
+            "jsonrpc",
+            e.reason,
+        );
         refusal.id = e.id.map(|id| id.as_value().clone());
         refusal
     })
 }
 
 fn mismatch(message: impl Into<String>, rpc: &Message) -> Refusal {
-    let mut refusal = Refusal::new(StatusCode::BAD_REQUEST, error_codes::HEADER_MISMATCH, "protocol-headers", message);
+    let mut refusal = Refusal::new(
+        StatusCode::BAD_REQUEST,
+        error_codes::HEADER_MISMATCH,
+        "protocol-headers",
+        message,
+    );
     if let Message::Request(r) = rpc {
         refusal.id = Some(r.id.as_value().clone());
     }
@@ -289,7 +456,12 @@ fn mismatch(message: impl Into<String>, rpc: &Message) -> Refusal {
 }
 
 /// The 2026-07-28 rules: headers must match the body; `_meta` must carry version and capabilities.
-fn check_stateless(headers: &HeaderMap, message: &Message, header_version: Option<&str>, meta_version: Option<&str>) -> Result<(ProtocolVersion, Value), Refusal> {
+fn check_stateless(
+    headers: &HeaderMap,
+    message: &Message,
+    header_version: Option<&str>,
+    meta_version: Option<&str>,
+) -> Result<(ProtocolVersion, Value), Refusal> {
     let (method, params) = match message {
         Message::Request(r) => (r.method.as_str(), r.params.as_ref()),
         Message::Notification(n) => (n.method.as_str(), n.params.as_ref()),
@@ -302,15 +474,25 @@ fn check_stateless(headers: &HeaderMap, message: &Message, header_version: Optio
         r
     };
     let Some(header_version) = header_version else {
-        return Err(mismatch("the MCP-Protocol-Version header is required", message));
+        return Err(mismatch(
+            "the MCP-Protocol-Version header is required",
+            message,
+        ));
     };
     let unsupported = |requested: &str| {
-        let mut r = Refusal::new(StatusCode::BAD_REQUEST, error_codes::UNSUPPORTED_VERSION, "protocol-version", "Unsupported protocol version");
+        let mut r = Refusal::new(
+            StatusCode::BAD_REQUEST,
+            error_codes::UNSUPPORTED_VERSION,
+            "protocol-version",
+            "Unsupported protocol version",
+        );
         r.error.data = Some(json!({ "supported": supported_versions(), "requested": requested }));
         with_id(r)
     };
     if matches!(message, Message::Notification(_)) && meta_version.is_none() {
-        let version = ProtocolVersion::parse(header_version).filter(|v| v.era() == Era::Stateless).ok_or_else(|| unsupported(header_version))?;
+        let version = ProtocolVersion::parse(header_version)
+            .filter(|v| v.era() == Era::Stateless)
+            .ok_or_else(|| unsupported(header_version))?;
         return Ok((version, json!({})));
     }
     let Some(meta_version) = meta_version else {
@@ -322,10 +504,20 @@ fn check_stateless(headers: &HeaderMap, message: &Message, header_version: Optio
         )));
     };
     if header_version != meta_version {
-        return Err(mismatch(format!("MCP-Protocol-Version header {header_version:?} does not match the body's {meta_version:?}"), message));
+        return Err(mismatch(
+            format!(
+                "MCP-Protocol-Version header {header_version:?} does not match the body's {meta_version:?}"
+            ),
+            message,
+        ));
     }
-    let version = ProtocolVersion::parse(meta_version).filter(|v| v.era() == Era::Stateless).ok_or_else(|| unsupported(meta_version))?;
-    let capabilities = params.and_then(|p| p.get("_meta")).and_then(|m| m.get(META_CAPABILITIES)).cloned();
+    let version = ProtocolVersion::parse(meta_version)
+        .filter(|v| v.era() == Era::Stateless)
+        .ok_or_else(|| unsupported(meta_version))?;
+    let capabilities = params
+        .and_then(|p| p.get("_meta"))
+        .and_then(|m| m.get(META_CAPABILITIES))
+        .cloned();
     let Some(capabilities @ Value::Object(_)) = capabilities else {
         return Err(with_id(Refusal::new(
             StatusCode::BAD_REQUEST,
@@ -337,7 +529,12 @@ fn check_stateless(headers: &HeaderMap, message: &Message, header_version: Optio
     if matches!(message, Message::Request(_)) {
         match single_header(headers, "mcp-method").map_err(|m| mismatch(m, message))? {
             Some(h) if h == method => {}
-            Some(h) => return Err(mismatch(format!("Mcp-Method header {h:?} does not match the body's method {method:?}"), message)),
+            Some(h) => {
+                return Err(mismatch(
+                    format!("Mcp-Method header {h:?} does not match the body's method {method:?}"),
+                    message,
+                ));
+            }
             None => return Err(mismatch("the Mcp-Method header is required", message)),
         }
         let name_key = match method {
@@ -346,35 +543,90 @@ fn check_stateless(headers: &HeaderMap, message: &Message, header_version: Optio
             _ => None,
         };
         if let Some(key) = name_key {
-            let body_name = params.and_then(|p| p.get(key)).and_then(Value::as_str).unwrap_or("");
+            let body_name = params
+                .and_then(|p| p.get(key))
+                .and_then(Value::as_str)
+                .unwrap_or("");
             let raw = single_header(headers, "mcp-name").map_err(|m| mismatch(m, message))?;
-            let Some(raw) = raw else { return Err(mismatch("the Mcp-Name header is required", message)) };
-            let decoded = decode_value(raw).map_err(|m| mismatch(format!("Mcp-Name: {m}"), message))?;
+            let Some(raw) = raw else {
+                return Err(mismatch("the Mcp-Name header is required", message));
+            };
+            let decoded =
+                decode_value(raw).map_err(|m| mismatch(format!("Mcp-Name: {m}"), message))?;
             if decoded != body_name {
-                return Err(mismatch(format!("Mcp-Name header does not match the body's params.{key}"), message));
+                return Err(mismatch(
+                    format!("Mcp-Name header does not match the body's params.{key}"),
+                    message,
+                ));
             }
         }
     }
     Ok((version, capabilities))
 }
 
-fn session_for(gw: &Gateway, headers: &HeaderMap, principal: &Principal) -> Result<Arc<Session>, Refusal> {
+fn session_for(
+    gw: &Gateway,
+    headers: &HeaderMap,
+    principal: &Principal,
+) -> Result<Arc<Session>, Refusal> {
     let id = single_header(headers, SESSION_HEADER)
-        .map_err(|m| Refusal::new(StatusCode::BAD_REQUEST, error_codes::INVALID_REQUEST, "session", m))?
-        .ok_or_else(|| Refusal::new(StatusCode::BAD_REQUEST, error_codes::INVALID_REQUEST, "session", "Mcp-Session-Id header is required (send initialize first)"))?;
-    gw.sessions
-        .get(id, principal)
-        .map_err(|_| Refusal::new(StatusCode::NOT_FOUND, error_codes::INVALID_REQUEST, "session", "session not found; send initialize to start a new one"))
+        .map_err(|m| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                error_codes::INVALID_REQUEST,
+                "session",
+                m,
+            )
+        })?
+        .ok_or_else(|| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                error_codes::INVALID_REQUEST,
+                "session",
+                "Mcp-Session-Id header is required (send initialize first)",
+            )
+        })?;
+    gw.sessions.get(id, principal).map_err(|_| {
+        Refusal::new(
+            StatusCode::NOT_FOUND,
+            error_codes::INVALID_REQUEST,
+            "session",
+            "session not found; send initialize to start a new one",
+        )
+    })
 }
 
-async fn initialize(gw: &Arc<Gateway>, principal: Principal, request: RpcRequest) -> Result<Response, Refusal> {
-    let requested = request.params.as_ref().and_then(|p| p.get("protocolVersion")).and_then(Value::as_str).unwrap_or("");
+async fn initialize(
+    gw: &Arc<Gateway>,
+    principal: Principal,
+    request: RpcRequest,
+) -> Result<Response, Refusal> {
+    let requested = request
+        .params
+        .as_ref()
+        .and_then(|p| p.get("protocolVersion"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
     // Offer the requested version when we speak it in the session era, else our latest.
-    let version = ProtocolVersion::parse(requested).filter(|v| v.era() == Era::Session).unwrap_or(ProtocolVersion::LATEST_SESSION);
+    let version = ProtocolVersion::parse(requested)
+        .filter(|v| v.era() == Era::Session)
+        .unwrap_or(ProtocolVersion::LATEST_SESSION);
     let Some(session) = gw.sessions.create(principal.clone(), version) else {
-        return Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, error_codes::SERVER_ERROR, "sessions-full", "too many sessions; try again later"));
+        return Err(Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            error_codes::SERVER_ERROR,
+            "sessions-full",
+            "too many sessions; try again later",
+        ));
     };
-    let caller = Caller { principal, transport: "http", version, session: Some(session.clone()), notify: None, client_capabilities: None };
+    let caller = Caller {
+        principal,
+        transport: "http",
+        version,
+        session: Some(session.clone()),
+        notify: None,
+        client_capabilities: None,
+    };
     let response = gw.handle(&caller, request).await;
     let mut http = axum::Json(response.to_value()).into_response();
     if let Ok(value) = HeaderValue::from_str(&session.id) {
@@ -384,12 +636,26 @@ async fn initialize(gw: &Arc<Gateway>, principal: Principal, request: RpcRequest
 }
 
 /// Runs a request and answers with JSON, or with SSE when progress was asked for.
-async fn answer(gw: &Arc<Gateway>, mut caller: Caller, request: RpcRequest, accepts_sse: bool) -> Response {
-    let wants_progress = request.params.as_ref().and_then(|p| p.get("_meta")).and_then(|m| m.get("progressToken")).is_some();
+async fn answer(
+    gw: &Arc<Gateway>,
+    mut caller: Caller,
+    request: RpcRequest,
+    accepts_sse: bool,
+) -> Response {
+    let wants_progress = request
+        .params
+        .as_ref()
+        .and_then(|p| p.get("_meta"))
+        .and_then(|m| m.get("progressToken"))
+        .is_some();
     if !(wants_progress && accepts_sse) {
         let version = caller.version;
         let response = gw.handle(&caller, request).await;
-        return json_reply(version, response.to_value(), response.outcome.as_ref().err().map(|e| e.code));
+        return json_reply(
+            version,
+            response.to_value(),
+            response.outcome.as_ref().err().map(|e| e.code),
+        );
     }
     let (tx, rx) = mpsc::unbounded_channel::<Value>();
     caller.notify = Some(tx.clone());
@@ -398,16 +664,25 @@ async fn answer(gw: &Arc<Gateway>, mut caller: Caller, request: RpcRequest, acce
         let response = gw.handle(&caller, request).await;
         let _ = tx.send(response.to_value());
     });
-    let stream = UnboundedReceiverStream::new(rx).map(|v| Ok::<_, Infallible>(Event::default().event("message").data(v.to_string())));
-    sse(AbortOnDrop { inner: stream, task })
+    let stream = UnboundedReceiverStream::new(rx)
+        .map(|v| Ok::<_, Infallible>(Event::default().event("message").data(v.to_string())));
+    sse(AbortOnDrop {
+        inner: stream,
+        task,
+    })
 }
 
 fn json_reply(version: ProtocolVersion, body: Value, error_code: Option<i64>) -> Response {
     let status = match (version.era(), error_code) {
         (Era::Stateless, Some(error_codes::METHOD_NOT_FOUND)) => StatusCode::NOT_FOUND,
-        (Era::Stateless, Some(error_codes::HEADER_MISMATCH | error_codes::MISSING_CLIENT_CAPABILITY | error_codes::UNSUPPORTED_VERSION)) => {
-            StatusCode::BAD_REQUEST
-        }
+        (
+            Era::Stateless,
+            Some(
+                error_codes::HEADER_MISMATCH
+                | error_codes::MISSING_CLIENT_CAPABILITY
+                | error_codes::UNSUPPORTED_VERSION,
+            ),
+        ) => StatusCode::BAD_REQUEST,
         _ => StatusCode::OK,
     };
     (status, axum::Json(body)).into_response()
@@ -417,8 +692,12 @@ fn sse<S>(stream: S) -> Response
 where
     S: futures::Stream<Item = Result<Event, Infallible>> + Send + 'static,
 {
-    let mut response = Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response();
-    response.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));
+    let mut response = Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response();
+    response
+        .headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
     response
 }
 
@@ -436,7 +715,10 @@ impl<S> Drop for AbortOnDrop<S> {
 
 impl<S: futures::Stream + Unpin> futures::Stream for AbortOnDrop<S> {
     type Item = S::Item;
-    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
         self.inner.poll_next_unpin(cx)
     }
 }
@@ -444,9 +726,18 @@ impl<S: futures::Stream + Unpin> futures::Stream for AbortOnDrop<S> {
 /// 2026-07-28 `subscriptions/listen`: acknowledge the list-change notifications we can deliver,
 /// then stream them, tagged with the subscription id, until the client closes the stream.
 fn listen(gw: &Arc<Gateway>, caller: Caller, request: RpcRequest) -> Response {
-    let requested = request.params.as_ref().and_then(|p| p.get("notifications")).cloned().unwrap_or_else(|| json!({}));
+    let requested = request
+        .params
+        .as_ref()
+        .and_then(|p| p.get("notifications"))
+        .cloned()
+        .unwrap_or_else(|| json!({}));
     let mut accepted = serde_json::Map::new();
-    for key in ["toolsListChanged", "promptsListChanged", "resourcesListChanged"] {
+    for key in [
+        "toolsListChanged",
+        "promptsListChanged",
+        "resourcesListChanged",
+    ] {
         if requested.get(key) == Some(&Value::Bool(true)) {
             accepted.insert(key.into(), true.into());
         }
@@ -460,25 +751,59 @@ fn listen(gw: &Arc<Gateway>, caller: Caller, request: RpcRequest) -> Response {
     }));
     gw.routes.add_listener(tx, accepted, id);
     gw.audit_allowed(&caller, &request.method);
-    let stream = UnboundedReceiverStream::new(rx).map(|v| Ok::<_, Infallible>(Event::default().event("message").data(v.to_string())));
+    let stream = UnboundedReceiverStream::new(rx)
+        .map(|v| Ok::<_, Infallible>(Event::default().event("message").data(v.to_string())));
     sse(stream)
 }
 
-fn get_stream(gw: &Gateway, principal: &Principal, headers: &HeaderMap) -> Result<Response, Refusal> {
-    if single_header(headers, VERSION_HEADER).ok().flatten().and_then(ProtocolVersion::parse).is_some_and(|v| v.era() == Era::Stateless) {
-        return Err(Refusal::new(StatusCode::METHOD_NOT_ALLOWED, error_codes::INVALID_REQUEST, "http-method", "2026-07-28 has no GET stream; use subscriptions/listen"));
+fn get_stream(
+    gw: &Gateway,
+    principal: &Principal,
+    headers: &HeaderMap,
+) -> Result<Response, Refusal> {
+    if single_header(headers, VERSION_HEADER)
+        .ok()
+        .flatten()
+        .and_then(ProtocolVersion::parse)
+        .is_some_and(|v| v.era() == Era::Stateless)
+    {
+        return Err(Refusal::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            error_codes::INVALID_REQUEST,
+            "http-method",
+            "2026-07-28 has no GET stream; use subscriptions/listen",
+        ));
     }
     let session = session_for(gw, headers, principal)?;
     let rx = session.open_stream();
-    let caller = Caller { principal: principal.clone(), transport: "http", version: session.version(), session: Some(session), notify: None, client_capabilities: None };
+    let caller = Caller {
+        principal: principal.clone(),
+        transport: "http",
+        version: session.version(),
+        session: Some(session),
+        notify: None,
+        client_capabilities: None,
+    };
     gw.audit_allowed(&caller, "GET /mcp (notification stream)");
-    let stream = UnboundedReceiverStream::new(rx).map(|v| Ok::<_, Infallible>(Event::default().event("message").data(v.to_string())));
+    let stream = UnboundedReceiverStream::new(rx)
+        .map(|v| Ok::<_, Infallible>(Event::default().event("message").data(v.to_string())));
     Ok(sse(stream))
 }
 
-async fn delete(gw: &Gateway, principal: &Principal, headers: &HeaderMap) -> Result<Response, Refusal> {
+async fn delete(
+    gw: &Gateway,
+    principal: &Principal,
+    headers: &HeaderMap,
+) -> Result<Response, Refusal> {
     let session = session_for(gw, headers, principal)?;
-    let caller = Caller { principal: principal.clone(), transport: "http", version: session.version(), session: Some(session.clone()), notify: None, client_capabilities: None };
+    let caller = Caller {
+        principal: principal.clone(),
+        transport: "http",
+        version: session.version(),
+        session: Some(session.clone()),
+        notify: None,
+        client_capabilities: None,
+    };
     if let Some(session) = gw.sessions.remove(&session.id, principal) {
         gw.release_subscriptions(&session).await;
     }
@@ -501,6 +826,10 @@ mod tests {
         assert!(!host_allowed("localhost.evil.example", lo, &[]));
         assert!(!host_allowed("", lo, &[]));
         assert!(!host_allowed("localhost:8080", any, &[]));
-        assert!(host_allowed("mcp.internal:443", any, &["mcp.internal".into()]));
+        assert!(host_allowed(
+            "mcp.internal:443",
+            any,
+            &["mcp.internal".into()]
+        ));
     }
 }

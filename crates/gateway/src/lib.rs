@@ -62,21 +62,37 @@ pub struct Gateway {
 
 impl Gateway {
     /// Starts every upstream and the notification router. `self_exe` is spawned for builtins.
-    pub fn start(config: Config, authn: Box<dyn Authenticator>, audit: AuditLog, self_exe: PathBuf) -> Arc<Gateway> {
+    pub fn start(
+        config: Config,
+        authn: Box<dyn Authenticator>,
+        audit: AuditLog,
+        self_exe: PathBuf,
+    ) -> Arc<Gateway> {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let services = config
             .services
             .iter()
             .map(|(name, s)| {
                 let upstream = Upstream::start(name, s, &self_exe, events_tx.clone());
-                (name.clone(), ServiceHandle { name: name.clone(), upstream, timeout: s.call_timeout, prefix: s.prefix })
+                (
+                    name.clone(),
+                    ServiceHandle {
+                        name: name.clone(),
+                        upstream,
+                        timeout: s.call_timeout,
+                        prefix: s.prefix,
+                    },
+                )
             })
             .collect();
         let mut instance = [0u8; 4];
         let _ = getrandom::fill(&mut instance);
         let gateway = Arc::new(Gateway {
             namer: Namer::new(config.gateway.separator.clone()),
-            authz: Box::new(Allowlist::new(config.grants.clone(), config.gateway.separator.clone())),
+            authz: Box::new(Allowlist::new(
+                config.grants.clone(),
+                config.gateway.separator.clone(),
+            )),
             sessions: session::Sessions::new(config.gateway.max_sessions),
             routes: events::Routes::default(),
             stdio: std::sync::OnceLock::new(),
@@ -102,12 +118,19 @@ impl Gateway {
 
     /// A gateway-unique id for the audit record of one request.
     pub(crate) fn next_request_id(&self) -> String {
-        format!("{}-{}", self.instance, self.request_counter.fetch_add(1, Ordering::Relaxed) + 1)
+        format!(
+            "{}-{}",
+            self.instance,
+            self.request_counter.fetch_add(1, Ordering::Relaxed) + 1
+        )
     }
 
     /// Names of services whose upstream is connected.
     pub fn ready_services(&self) -> Vec<(&str, bool)> {
-        self.services.values().map(|s| (s.name.as_str(), s.upstream.capabilities().is_some())).collect()
+        self.services
+            .values()
+            .map(|s| (s.name.as_str(), s.upstream.capabilities().is_some()))
+            .collect()
     }
 
     /// Waits until every audit record so far is written.

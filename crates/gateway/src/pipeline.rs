@@ -24,7 +24,9 @@ use micromcp_audit::{AuditRecord, Decision};
 use micromcp_auth::Principal;
 use micromcp_policy::{Action, Kind};
 use micromcp_protocol::era::supported_versions;
-use micromcp_protocol::{ErrorObject, Notification, ProtocolVersion, Request, RequestId, Response, error_codes};
+use micromcp_protocol::{
+    ErrorObject, Notification, ProtocolVersion, Request, RequestId, Response, error_codes,
+};
 use micromcp_upstream::{UpstreamError, scrub_error};
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
@@ -77,8 +79,15 @@ impl Failure {
 
 fn not_available(kind: Kind, public: &str) -> ErrorObject {
     let shown: String = public.chars().take(200).collect();
-    let code = if kind == Kind::Resource { error_codes::RESOURCE_NOT_FOUND } else { error_codes::INVALID_PARAMS };
-    ErrorObject::new(code, format!("unknown {} or not permitted: {shown:?}", kind.as_str()))
+    let code = if kind == Kind::Resource {
+        error_codes::RESOURCE_NOT_FOUND
+    } else {
+        error_codes::INVALID_PARAMS
+    };
+    ErrorObject::new(
+        code,
+        format!("unknown {} or not permitted: {shown:?}", kind.as_str()),
+    )
 }
 
 impl Gateway {
@@ -88,11 +97,19 @@ impl Gateway {
         let mut record = self.audit_record(caller, Some(&request.method));
         record.jsonrpc_id = Some(request.id.as_value().clone());
         // If this future is dropped (client gone, shutdown), the guard still writes the record.
-        let mut guard = AuditOnDrop { gateway: self, record: Some(record), started };
+        let mut guard = AuditOnDrop {
+            gateway: self,
+            record: Some(record),
+            started,
+        };
         let record = guard.record.as_mut().expect("set above");
-        let outcome = self.dispatch(caller, &request, record).await.and_then(|result| {
-            normalize::result_for_client(caller.version, &request.method, result).map_err(Failure::Client)
-        });
+        let outcome = self
+            .dispatch(caller, &request, record)
+            .await
+            .and_then(|result| {
+                normalize::result_for_client(caller.version, &request.method, result)
+                    .map_err(Failure::Client)
+            });
         let response = match outcome {
             Ok(result) => {
                 record.decision = Some(Decision::Allow);
@@ -125,12 +142,20 @@ impl Gateway {
         let started = Instant::now();
         let mut record = self.audit_record(caller, Some(&notification.method));
         if notification.method == "notifications/cancelled" {
-            let id = notification.params.as_ref().and_then(|p| p.get("requestId")).and_then(|v| RequestId::from_value(v).ok());
+            let id = notification
+                .params
+                .as_ref()
+                .and_then(|p| p.get("requestId"))
+                .and_then(|v| RequestId::from_value(v).ok());
             let cancelled = match (id, &caller.session) {
                 (Some(id), Some(session)) => session.cancel(&id),
                 _ => false,
             };
-            record.reason = Some(if cancelled { "cancelled".into() } else { "no such request in flight".into() });
+            record.reason = Some(if cancelled {
+                "cancelled".into()
+            } else {
+                "no such request in flight".into()
+            });
         }
         record.decision = Some(Decision::Allow);
         record.status = "ok".into();
@@ -186,13 +211,22 @@ impl Gateway {
             principal: Some(caller.principal.user.clone()),
             agent: caller.principal.agent.clone(),
             tenant: caller.principal.tenant.clone(),
-            session: caller.session.as_ref().filter(|s| !s.id.is_empty()).map(|s| self.audit.session_label(&s.id)),
+            session: caller
+                .session
+                .as_ref()
+                .filter(|s| !s.id.is_empty())
+                .map(|s| self.audit.session_label(&s.id)),
             method: method.map(str::to_owned),
             ..Default::default()
         }
     }
 
-    async fn dispatch(&self, caller: &Caller, request: &Request, record: &mut AuditRecord) -> Result<Value, Failure> {
+    async fn dispatch(
+        &self,
+        caller: &Caller,
+        request: &Request,
+        record: &mut AuditRecord,
+    ) -> Result<Value, Failure> {
         let params = request.params.as_ref();
         let method = request.method.as_str();
         match method {
@@ -208,32 +242,59 @@ impl Gateway {
             "tools/call" => self.forward(caller, request, Kind::Tool, record).await,
             "prompts/get" => self.forward(caller, request, Kind::Prompt, record).await,
             "resources/read" => self.forward(caller, request, Kind::Resource, record).await,
-            "resources/subscribe" | "resources/unsubscribe" => self.subscription(caller, request, record).await,
+            "resources/subscribe" | "resources/unsubscribe" => {
+                self.subscription(caller, request, record).await
+            }
             "completion/complete" => self.complete(caller, request, record).await,
             _ => Err(Failure::Client(ErrorObject::new(
                 error_codes::METHOD_NOT_FOUND,
-                format!("method not found: {:?}", method.chars().take(128).collect::<String>()),
+                format!(
+                    "method not found: {:?}",
+                    method.chars().take(128).collect::<String>()
+                ),
             ))),
         }
     }
 
     /// Route, validate, authorize and forward a request that names one tool, prompt or resource.
-    async fn forward(&self, caller: &Caller, request: &Request, kind: Kind, record: &mut AuditRecord) -> Result<Value, Failure> {
+    async fn forward(
+        &self,
+        caller: &Caller,
+        request: &Request,
+        kind: Kind,
+        record: &mut AuditRecord,
+    ) -> Result<Value, Failure> {
         let params = object_params(request)?;
-        let key = if kind == Kind::Resource { "uri" } else { "name" };
-        let public = params.get(key).and_then(Value::as_str).ok_or_else(|| Failure::invalid_params(format!("params.{key} must be a string")))?;
-        if kind != Kind::Resource {
-            if let Some(arguments) = params.get("arguments") {
-                if !arguments.is_object() {
-                    return Err(Failure::invalid_params("params.arguments must be an object"));
-                }
-                record.arguments = Some(self.audit.digest(arguments));
+        let key = if kind == Kind::Resource {
+            "uri"
+        } else {
+            "name"
+        };
+        let public = params
+            .get(key)
+            .and_then(Value::as_str)
+            .ok_or_else(|| Failure::invalid_params(format!("params.{key} must be a string")))?;
+        if kind != Kind::Resource
+            && let Some(arguments) = params.get("arguments")
+        {
+            if !arguments.is_object() {
+                return Err(Failure::invalid_params(
+                    "params.arguments must be an object",
+                ));
             }
+            record.arguments = Some(self.audit.digest(arguments));
         }
         let (service, upstream_id) = self.authorized_target(caller, kind, public, record)?;
         let mut upstream_params = params.clone();
         upstream_params.insert(key.into(), upstream_id.into());
-        self.send(caller, &request.id, service, &request.method, upstream_params).await
+        self.send(
+            caller,
+            &request.id,
+            service,
+            &request.method,
+            upstream_params,
+        )
+        .await
     }
 
     /// Route and authorize a public name or URI; records target, service and rule.
@@ -245,16 +306,30 @@ impl Gateway {
         record: &mut AuditRecord,
     ) -> Result<(&'a ServiceHandle, &'a str), Failure> {
         record.target = Some(public.chars().take(512).collect());
-        let route = if kind == Kind::Resource { self.route_uri(public) } else { self.route_name(public) };
+        let route = if kind == Kind::Resource {
+            self.route_uri(public)
+        } else {
+            self.route_name(public)
+        };
         let Some((service, upstream_id)) = route else {
             record.rule = Some("no-route".into());
             return Err(Failure::Client(not_available(kind, public)));
         };
         record.service = Some(service.name.clone());
-        let decision = self.authz.authorize(&caller.principal, Action { kind, service: &service.name, name: upstream_id });
+        let decision = self.authz.authorize(
+            &caller.principal,
+            Action {
+                kind,
+                service: &service.name,
+                name: upstream_id,
+            },
+        );
         record.rule = Some(decision.rule.clone());
         if !decision.allowed {
-            return Err(Failure::Denied { rule: decision.rule, error: not_available(kind, public) });
+            return Err(Failure::Denied {
+                rule: decision.rule,
+                error: not_available(kind, public),
+            });
         }
         Ok((service, upstream_id))
     }
@@ -271,22 +346,40 @@ impl Gateway {
         let client_meta = params.remove("_meta");
         let mut meta = Map::new();
         let mut _progress = None;
-        if let (Some(token), Some(sink)) = (client_meta.as_ref().and_then(|m| m.get("progressToken")), &caller.notify) {
+        if let (Some(token), Some(sink)) = (
+            client_meta.as_ref().and_then(|m| m.get("progressToken")),
+            &caller.notify,
+        ) {
             let (gateway_token, guard) = self.routes.register_progress(sink.clone(), token.clone());
             meta.insert("progressToken".into(), gateway_token.into());
             _progress = Some(guard);
         }
         if let Some(capabilities) = &caller.client_capabilities {
-            meta.insert("io.modelcontextprotocol/clientCapabilities".into(), capabilities.clone());
+            meta.insert(
+                "io.modelcontextprotocol/clientCapabilities".into(),
+                capabilities.clone(),
+            );
         }
         if !meta.is_empty() {
             params.insert("_meta".into(), Value::Object(meta));
         }
-        let call = tokio::time::timeout(service.timeout, service.upstream.request(method, Some(Value::Object(params))));
+        let call = tokio::time::timeout(service.timeout, async {
+            service
+                .upstream
+                .wait_started(crate::federation::STARTUP_WAIT)
+                .await;
+            service
+                .upstream
+                .request(method, Some(Value::Object(params)))
+                .await
+        });
         let outcome = match &caller.session {
             Some(session) => {
                 let cancelled = session.begin(client_id);
-                let _in_flight = InFlight { session, id: client_id };
+                let _in_flight = InFlight {
+                    session,
+                    id: client_id,
+                };
                 tokio::select! {
                     outcome = call => outcome,
                     Ok(()) = cancelled => return Err(Failure::Cancelled),
@@ -297,35 +390,56 @@ impl Gateway {
         match outcome {
             Ok(Ok(result)) => Ok(result),
             Ok(Err(e)) => Err(Failure::Upstream(e)),
-            Err(_) => Err(Failure::Upstream(UpstreamError::Timeout { service: service.name.clone(), timeout: service.timeout })),
+            Err(_) => Err(Failure::Upstream(UpstreamError::Timeout {
+                service: service.name.clone(),
+                timeout: service.timeout,
+            })),
         }
     }
 
-    async fn subscription(&self, caller: &Caller, request: &Request, record: &mut AuditRecord) -> Result<Value, Failure> {
+    async fn subscription(
+        &self,
+        caller: &Caller,
+        request: &Request,
+        record: &mut AuditRecord,
+    ) -> Result<Value, Failure> {
         let subscribe = request.method == "resources/subscribe";
         let params = object_params(request)?;
-        let public = params.get("uri").and_then(Value::as_str).ok_or_else(|| Failure::invalid_params("params.uri must be a string"))?;
-        let session = caller.session.as_ref().ok_or_else(|| Failure::invalid_params("subscriptions need a session"))?;
+        let public = params
+            .get("uri")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Failure::invalid_params("params.uri must be a string"))?;
+        let session = caller
+            .session
+            .as_ref()
+            .ok_or_else(|| Failure::invalid_params("subscriptions need a session"))?;
         let (service, uri) = self.authorized_target(caller, Kind::Resource, public, record)?;
         let changed = if subscribe {
             lock(&session.subscriptions).insert(public.to_owned())
         } else {
             lock(&session.subscriptions).remove(public)
         };
-        if changed {
-            if let Err(e) = self.update_upstream_subscription(service, uri, subscribe).await {
-                if subscribe {
-                    lock(&session.subscriptions).remove(public);
-                }
-                return Err(e);
+        if changed
+            && let Err(e) = self
+                .update_upstream_subscription(service, uri, subscribe)
+                .await
+        {
+            if subscribe {
+                lock(&session.subscriptions).remove(public);
             }
+            return Err(e);
         }
         Ok(json!({}))
     }
 
     /// Counts subscribers per upstream resource; the upstream is subscribed on the first and
     /// unsubscribed after the last, so one client's unsubscribe never ends another's.
-    async fn update_upstream_subscription(&self, service: &ServiceHandle, uri: &str, subscribe: bool) -> Result<(), Failure> {
+    async fn update_upstream_subscription(
+        &self,
+        service: &ServiceHandle,
+        uri: &str,
+        subscribe: bool,
+    ) -> Result<(), Failure> {
         let key = (service.name.clone(), uri.to_owned());
         let send = {
             let mut counts = lock(&self.routes.subscribers);
@@ -346,8 +460,17 @@ impl Gateway {
         if !send {
             return Ok(());
         }
-        let method = if subscribe { "resources/subscribe" } else { "resources/unsubscribe" };
-        let call = tokio::time::timeout(service.timeout, service.upstream.request(method, Some(json!({ "uri": uri }))));
+        let method = if subscribe {
+            "resources/subscribe"
+        } else {
+            "resources/unsubscribe"
+        };
+        let call = tokio::time::timeout(
+            service.timeout,
+            service
+                .upstream
+                .request(method, Some(json!({ "uri": uri }))),
+        );
         match call.await {
             Ok(Ok(_)) => Ok(()),
             failed => {
@@ -359,7 +482,10 @@ impl Gateway {
                 }
                 Err(match failed {
                     Ok(Err(e)) => Failure::Upstream(e),
-                    _ => Failure::Upstream(UpstreamError::Timeout { service: service.name.clone(), timeout: service.timeout }),
+                    _ => Failure::Upstream(UpstreamError::Timeout {
+                        service: service.name.clone(),
+                        timeout: service.timeout,
+                    }),
                 })
             }
         }
@@ -375,21 +501,43 @@ impl Gateway {
         }
     }
 
-    async fn complete(&self, caller: &Caller, request: &Request, record: &mut AuditRecord) -> Result<Value, Failure> {
+    async fn complete(
+        &self,
+        caller: &Caller,
+        request: &Request,
+        record: &mut AuditRecord,
+    ) -> Result<Value, Failure> {
         let params = object_params(request)?;
-        let reference = params.get("ref").and_then(Value::as_object).ok_or_else(|| Failure::invalid_params("params.ref must be an object"))?;
+        let reference = params
+            .get("ref")
+            .and_then(Value::as_object)
+            .ok_or_else(|| Failure::invalid_params("params.ref must be an object"))?;
         let (kind, key) = match reference.get("type").and_then(Value::as_str) {
             Some("ref/prompt") => (Kind::Prompt, "name"),
             Some("ref/resource") => (Kind::Resource, "uri"),
-            _ => return Err(Failure::invalid_params("params.ref.type must be \"ref/prompt\" or \"ref/resource\"")),
+            _ => {
+                return Err(Failure::invalid_params(
+                    "params.ref.type must be \"ref/prompt\" or \"ref/resource\"",
+                ));
+            }
         };
-        let public = reference.get(key).and_then(Value::as_str).ok_or_else(|| Failure::invalid_params(format!("params.ref.{key} must be a string")))?;
+        let public = reference
+            .get(key)
+            .and_then(Value::as_str)
+            .ok_or_else(|| Failure::invalid_params(format!("params.ref.{key} must be a string")))?;
         let (service, upstream_id) = self.authorized_target(caller, kind, public, record)?;
         let mut reference = reference.clone();
         reference.insert(key.into(), upstream_id.into());
         let mut upstream_params = params.clone();
         upstream_params.insert("ref".into(), Value::Object(reference));
-        self.send(caller, &request.id, service, "completion/complete", upstream_params).await
+        self.send(
+            caller,
+            &request.id,
+            service,
+            "completion/complete",
+            upstream_params,
+        )
+        .await
     }
 
     fn capabilities(&self) -> Value {
@@ -432,11 +580,14 @@ impl Gateway {
     }
 }
 
-const INSTRUCTIONS: &str =
-    "micromcp gateway: tools, prompts and resources of several services, named <service>.<name> (resources <service>+<uri>).";
+const INSTRUCTIONS: &str = "micromcp gateway: tools, prompts and resources of several services, named <service>.<name> (resources <service>+<uri>).";
 
 fn object_params(request: &Request) -> Result<&Map<String, Value>, Failure> {
-    request.params.as_ref().and_then(Value::as_object).ok_or_else(|| Failure::invalid_params("params must be an object"))
+    request
+        .params
+        .as_ref()
+        .and_then(Value::as_object)
+        .ok_or_else(|| Failure::invalid_params("params must be an object"))
 }
 
 fn micros(started: Instant) -> u64 {
@@ -455,7 +606,9 @@ impl Drop for AuditOnDrop<'_> {
         if let Some(mut record) = self.record.take() {
             record.decision.get_or_insert(Decision::Error);
             record.status = "aborted".into();
-            record.reason = Some("the client went away or the gateway stopped before the request finished".into());
+            record.reason = Some(
+                "the client went away or the gateway stopped before the request finished".into(),
+            );
             record.latency_us = micros(self.started);
             self.gateway.audit.record(record);
         }

@@ -36,7 +36,9 @@ pub struct Session {
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session").field("principal", &self.principal.user).finish_non_exhaustive()
+        f.debug_struct("Session")
+            .field("principal", &self.principal.user)
+            .finish_non_exhaustive()
     }
 }
 
@@ -75,10 +77,10 @@ impl Session {
     /// Sends a notification on this client's stream, if one is open.
     pub fn send(&self, notification: Value) {
         let mut stream = lock(&self.stream);
-        if let Some(tx) = stream.as_ref() {
-            if tx.send(notification).is_err() {
-                *stream = None;
-            }
+        if let Some(tx) = stream.as_ref()
+            && tx.send(notification).is_err()
+        {
+            *stream = None;
         }
     }
 
@@ -96,7 +98,9 @@ impl Session {
     /// Cancels one of *this client's* requests. Ids are looked up in this session only, so no
     /// client can cancel another's request.
     pub fn cancel(&self, id: &RequestId) -> bool {
-        lock(&self.inflight).remove(id).is_some_and(|tx| tx.send(()).is_ok())
+        lock(&self.inflight)
+            .remove(id)
+            .is_some_and(|tx| tx.send(()).is_ok())
     }
 }
 
@@ -118,15 +122,25 @@ pub struct Sessions {
 
 impl Sessions {
     pub fn new(max: usize) -> Self {
-        Self { map: RwLock::new(HashMap::new()), max }
+        Self {
+            map: RwLock::new(HashMap::new()),
+            max,
+        }
     }
 
     /// Creates a session for `principal`; `None` when the session table is full.
     pub fn create(&self, principal: Principal, version: ProtocolVersion) -> Option<Arc<Session>> {
         let mut bytes = [0u8; 32];
         getrandom::fill(&mut bytes).ok()?;
-        let session = Arc::new(Session::new(URL_SAFE_NO_PAD.encode(bytes), principal, version));
-        let mut map = self.map.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let session = Arc::new(Session::new(
+            URL_SAFE_NO_PAD.encode(bytes),
+            principal,
+            version,
+        ));
+        let mut map = self
+            .map
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if map.len() >= self.max {
             return None;
         }
@@ -136,7 +150,10 @@ impl Sessions {
 
     /// The session `id`, only if `principal` owns it.
     pub fn get(&self, id: &str, principal: &Principal) -> Result<Arc<Session>, Lookup> {
-        let map = self.map.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let map = self
+            .map
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match map.get(id) {
             Some(s) if s.principal == *principal => {
                 s.touch();
@@ -147,7 +164,10 @@ impl Sessions {
     }
 
     pub fn remove(&self, id: &str, principal: &Principal) -> Option<Arc<Session>> {
-        let mut map = self.map.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = self
+            .map
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match map.get(id) {
             Some(s) if s.principal == *principal => map.remove(id),
             _ => None,
@@ -155,13 +175,24 @@ impl Sessions {
     }
 
     pub fn all(&self) -> Vec<Arc<Session>> {
-        self.map.read().unwrap_or_else(std::sync::PoisonError::into_inner).values().cloned().collect()
+        self.map
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
     }
 
     fn expire(&self, older_than: Duration) -> Vec<Arc<Session>> {
-        let mut map = self.map.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let expired: Vec<String> =
-            map.iter().filter(|(_, s)| lock(&s.last_seen).elapsed() > older_than).map(|(k, _)| k.clone()).collect();
+        let mut map = self
+            .map
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let expired: Vec<String> = map
+            .iter()
+            .filter(|(_, s)| lock(&s.last_seen).elapsed() > older_than)
+            .map(|(k, _)| k.clone())
+            .collect();
         expired.iter().filter_map(|k| map.remove(k)).collect()
     }
 }
@@ -170,7 +201,9 @@ impl Sessions {
 pub(crate) async fn expire_idle(gateway: Weak<Gateway>) {
     loop {
         tokio::time::sleep(Duration::from_secs(60)).await;
-        let Some(gateway) = gateway.upgrade() else { return };
+        let Some(gateway) = gateway.upgrade() else {
+            return;
+        };
         for session in gateway.sessions.expire(IDLE_EXPIRY) {
             gateway.release_subscriptions(&session).await;
         }

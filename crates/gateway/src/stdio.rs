@@ -14,7 +14,9 @@ use micromcp_auth::Principal;
 use micromcp_config::Identity;
 use micromcp_protocol::era::supported_versions;
 use micromcp_protocol::jsonrpc::error_without_id;
-use micromcp_protocol::{Era, ErrorObject, Message, ProtocolVersion, Response, error_codes, strict};
+use micromcp_protocol::{
+    Era, ErrorObject, Message, ProtocolVersion, Response, error_codes, strict,
+};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
@@ -26,9 +28,17 @@ use crate::session::Session;
 
 /// Serves the stdio client until stdin closes or `shutdown` resolves; in-flight requests are
 /// then given `gateway.shutdown_grace` to finish.
-pub async fn serve(gateway: Arc<Gateway>, identity: &Identity, shutdown: impl std::future::Future<Output = ()>) -> std::io::Result<()> {
+pub async fn serve(
+    gateway: Arc<Gateway>,
+    identity: &Identity,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
     let principal = Principal::from(identity);
-    let session = Arc::new(Session::new(String::new(), principal.clone(), ProtocolVersion::LATEST_SESSION));
+    let session = Arc::new(Session::new(
+        String::new(),
+        principal.clone(),
+        ProtocolVersion::LATEST_SESSION,
+    ));
     let _ = gateway.stdio.set(session.clone());
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Value>();
 
@@ -68,7 +78,16 @@ pub async fn serve(gateway: Arc<Gateway>, identity: &Identity, shutdown: impl st
         let line = match line {
             Ok(line) => line,
             Err(LinesCodecError::MaxLineLengthExceeded) => {
-                reject(&gateway, &principal, &out_tx, None, error_codes::INVALID_REQUEST, "body-size", &format!("message exceeds {max} bytes"), started);
+                reject(
+                    &gateway,
+                    &principal,
+                    &out_tx,
+                    None,
+                    error_codes::INVALID_REQUEST,
+                    "body-size",
+                    &format!("message exceeds {max} bytes"),
+                    started,
+                );
                 continue;
             }
             Err(LinesCodecError::Io(e)) => return Err(e),
@@ -79,23 +98,57 @@ pub async fn serve(gateway: Arc<Gateway>, identity: &Identity, shutdown: impl st
         let message = match strict::parse(line.as_bytes(), gateway.config.listen.max_json_depth) {
             Ok(value) => Message::from_value(value),
             Err(e) => {
-                reject(&gateway, &principal, &out_tx, None, error_codes::PARSE_ERROR, "json", &e.to_string(), started);
+                reject(
+                    &gateway,
+                    &principal,
+                    &out_tx,
+                    None,
+                    error_codes::PARSE_ERROR,
+                    "json",
+                    &e.to_string(),
+                    started,
+                );
                 continue;
             }
         };
         let message = match message {
             Ok(m) => m,
             Err(e) => {
-                reject(&gateway, &principal, &out_tx, e.id.map(|i| i.as_value().clone()), error_codes::INVALID_REQUEST, "jsonrpc", &e.reason, started);
+                reject(
+                    &gateway,
+                    &principal,
+                    &out_tx,
+                    e.id.map(|i| i.as_value().clone()),
+                    error_codes::INVALID_REQUEST,
+                    "jsonrpc",
+                    &e.reason,
+                    started,
+                );
                 continue;
             }
         };
         match message {
             Message::Request(request) => {
-                let caller = match caller_for(&session, &principal, request.params.as_ref(), &request.method) {
-                    Ok(caller) => Caller { notify: Some(out_tx.clone()), ..caller },
+                let caller = match caller_for(
+                    &session,
+                    &principal,
+                    request.params.as_ref(),
+                    &request.method,
+                ) {
+                    Ok(caller) => Caller {
+                        notify: Some(out_tx.clone()),
+                        ..caller
+                    },
                     Err(error) => {
-                        gateway.audit_rejection("stdio", Some(&principal), Some(&request.method), None, "protocol-meta", &error.message, started);
+                        gateway.audit_rejection(
+                            "stdio",
+                            Some(&principal),
+                            Some(&request.method),
+                            None,
+                            "protocol-meta",
+                            &error.message,
+                            started,
+                        );
                         let _ = out_tx.send(Response::err(request.id, error).to_value());
                         continue;
                     }
@@ -129,9 +182,16 @@ pub async fn serve(gateway: Arc<Gateway>, identity: &Identity, shutdown: impl st
 }
 
 /// The caller for one message: the era comes from `_meta` (2026-07-28) or the session.
-fn caller_for(session: &Arc<Session>, principal: &Principal, params: Option<&Value>, method: &str) -> Result<Caller, ErrorObject> {
+fn caller_for(
+    session: &Arc<Session>,
+    principal: &Principal,
+    params: Option<&Value>,
+    method: &str,
+) -> Result<Caller, ErrorObject> {
     let meta = params.and_then(|p| p.get("_meta"));
-    let meta_version = meta.and_then(|m| m.get("io.modelcontextprotocol/protocolVersion")).and_then(Value::as_str);
+    let meta_version = meta
+        .and_then(|m| m.get("io.modelcontextprotocol/protocolVersion"))
+        .and_then(Value::as_str);
     let base = Caller {
         principal: principal.clone(),
         transport: "stdio",
@@ -141,25 +201,55 @@ fn caller_for(session: &Arc<Session>, principal: &Principal, params: Option<&Val
         client_capabilities: None,
     };
     if method == "initialize" {
-        let requested = params.and_then(|p| p.get("protocolVersion")).and_then(Value::as_str).unwrap_or("");
-        let version = ProtocolVersion::parse(requested).filter(|v| v.era() == Era::Session).unwrap_or(ProtocolVersion::LATEST_SESSION);
+        let requested = params
+            .and_then(|p| p.get("protocolVersion"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let version = ProtocolVersion::parse(requested)
+            .filter(|v| v.era() == Era::Session)
+            .unwrap_or(ProtocolVersion::LATEST_SESSION);
         return Ok(Caller { version, ..base });
     }
-    let Some(meta_version) = meta_version else { return Ok(base) };
-    let Some(version) = ProtocolVersion::parse(meta_version).filter(|v| v.era() == Era::Stateless) else {
-        let mut e = ErrorObject::new(error_codes::UNSUPPORTED_VERSION, "Unsupported protocol version");
+    let Some(meta_version) = meta_version else {
+        return Ok(base);
+    };
+    let Some(version) = ProtocolVersion::parse(meta_version).filter(|v| v.era() == Era::Stateless)
+    else {
+        let mut e = ErrorObject::new(
+            error_codes::UNSUPPORTED_VERSION,
+            "Unsupported protocol version",
+        );
         e.data = Some(json!({ "supported": supported_versions(), "requested": meta_version }));
         return Err(e);
     };
-    let capabilities = meta.and_then(|m| m.get("io.modelcontextprotocol/clientCapabilities")).filter(|c| c.is_object()).cloned();
+    let capabilities = meta
+        .and_then(|m| m.get("io.modelcontextprotocol/clientCapabilities"))
+        .filter(|c| c.is_object())
+        .cloned();
     let Some(capabilities) = capabilities else {
-        return Err(ErrorObject::new(error_codes::INVALID_PARAMS, "params._meta must contain \"io.modelcontextprotocol/clientCapabilities\" (an object)"));
+        return Err(ErrorObject::new(
+            error_codes::INVALID_PARAMS,
+            "params._meta must contain \"io.modelcontextprotocol/clientCapabilities\" (an object)",
+        ));
     };
-    Ok(Caller { version, client_capabilities: Some(capabilities), ..base })
+    Ok(Caller {
+        version,
+        client_capabilities: Some(capabilities),
+        ..base
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
-fn reject(gateway: &Gateway, principal: &Principal, out: &mpsc::UnboundedSender<Value>, id: Option<Value>, code: i64, rule: &str, reason: &str, started: Instant) {
+fn reject(
+    gateway: &Gateway,
+    principal: &Principal,
+    out: &mpsc::UnboundedSender<Value>,
+    id: Option<Value>,
+    code: i64,
+    rule: &str,
+    reason: &str,
+    started: Instant,
+) {
     gateway.audit_rejection("stdio", Some(principal), None, None, rule, reason, started);
     let error = ErrorObject::new(code, reason);
     let message = match id {

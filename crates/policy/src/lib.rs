@@ -55,7 +55,10 @@ pub struct Allowlist {
 
 impl Allowlist {
     pub fn new(grants: Vec<Grant>, separator: impl Into<String>) -> Self {
-        Self { grants, separator: separator.into() }
+        Self {
+            grants,
+            separator: separator.into(),
+        }
     }
 }
 
@@ -75,10 +78,16 @@ impl Authorizer for Allowlist {
                 Kind::Resource => &grant.resources,
             };
             if patterns.iter().any(|p| glob_match(p, &target)) {
-                return Decision { allowed: true, rule: format!("grants[{i}]") };
+                return Decision {
+                    allowed: true,
+                    rule: format!("grants[{i}]"),
+                };
             }
         }
-        Decision { allowed: false, rule: "default-deny".into() }
+        Decision {
+            allowed: false,
+            rule: "default-deny".into(),
+        }
     }
 }
 
@@ -88,7 +97,9 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     let [first, middle @ .., last] = parts.as_slice() else {
         return pattern == text;
     };
-    let Some(mut rest) = text.strip_prefix(first) else { return false };
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
     for part in middle {
         match rest.find(part) {
             Some(at) => rest = &rest[at + part.len()..],
@@ -103,7 +114,12 @@ mod tests {
     use super::*;
 
     fn principal(user: &str, agent: Option<&str>) -> Principal {
-        Principal { user: user.into(), agent: agent.map(Into::into), tenant: None, roles: vec![] }
+        Principal {
+            user: user.into(),
+            agent: agent.map(Into::into),
+            tenant: None,
+            roles: vec![],
+        }
     }
 
     fn grant(principal: &str, agent: Option<&str>, tools: &[&str]) -> Grant {
@@ -131,13 +147,41 @@ mod tests {
 
     #[test]
     fn default_deny_and_rule_names() {
-        let a = Allowlist::new(vec![grant("bob", None, &["time.*"]), grant("alice", Some("bot"), &["echo.*"])], ".");
-        let call = |u, ag, name| a.authorize(&principal(u, ag), Action { kind: Kind::Tool, service: "echo", name });
-        assert_eq!(call("alice", Some("bot"), "add"), Decision { allowed: true, rule: "grants[1]".into() });
+        let a = Allowlist::new(
+            vec![
+                grant("bob", None, &["time.*"]),
+                grant("alice", Some("bot"), &["echo.*"]),
+            ],
+            ".",
+        );
+        let call = |u, ag, name| {
+            a.authorize(
+                &principal(u, ag),
+                Action {
+                    kind: Kind::Tool,
+                    service: "echo",
+                    name,
+                },
+            )
+        };
+        assert_eq!(
+            call("alice", Some("bot"), "add"),
+            Decision {
+                allowed: true,
+                rule: "grants[1]".into()
+            }
+        );
         assert_eq!(call("alice", Some("other"), "add").rule, "default-deny");
         assert!(!call("alice", None, "add").allowed);
         assert!(!call("bob", None, "add").allowed);
-        let prompt = a.authorize(&principal("alice", Some("bot")), Action { kind: Kind::Prompt, service: "echo", name: "add" });
+        let prompt = a.authorize(
+            &principal("alice", Some("bot")),
+            Action {
+                kind: Kind::Prompt,
+                service: "echo",
+                name: "add",
+            },
+        );
         assert!(!prompt.allowed, "a tool grant does not grant prompts");
     }
 }

@@ -30,13 +30,21 @@ impl ProtocolVersion {
 
     /// The supported version named `s`, if any.
     pub fn parse(s: &str) -> Option<Self> {
-        SESSION_VERSIONS.iter().chain(STATELESS_VERSIONS.iter()).find(|v| **v == s).map(|v| Self(v))
+        SESSION_VERSIONS
+            .iter()
+            .chain(STATELESS_VERSIONS.iter())
+            .find(|v| **v == s)
+            .map(|v| Self(v))
     }
     pub fn as_str(self) -> &'static str {
         self.0
     }
     pub fn era(self) -> Era {
-        if STATELESS_VERSIONS.contains(&self.0) { Era::Stateless } else { Era::Session }
+        if STATELESS_VERSIONS.contains(&self.0) {
+            Era::Stateless
+        } else {
+            Era::Session
+        }
     }
 }
 
@@ -48,7 +56,11 @@ impl std::fmt::Display for ProtocolVersion {
 
 /// Every version the gateway accepts, for error messages.
 pub fn supported_versions() -> Vec<&'static str> {
-    STATELESS_VERSIONS.iter().chain(SESSION_VERSIONS.iter()).copied().collect()
+    STATELESS_VERSIONS
+        .iter()
+        .chain(SESSION_VERSIONS.iter())
+        .copied()
+        .collect()
 }
 
 #[cfg(test)]
@@ -57,8 +69,14 @@ mod tests {
 
     #[test]
     fn versions_map_to_eras() {
-        assert_eq!(ProtocolVersion::parse("2026-07-28").map(ProtocolVersion::era), Some(Era::Stateless));
-        assert_eq!(ProtocolVersion::parse("2025-06-18").map(ProtocolVersion::era), Some(Era::Session));
+        assert_eq!(
+            ProtocolVersion::parse("2026-07-28").map(ProtocolVersion::era),
+            Some(Era::Stateless)
+        );
+        assert_eq!(
+            ProtocolVersion::parse("2025-06-18").map(ProtocolVersion::era),
+            Some(Era::Session)
+        );
         assert_eq!(ProtocolVersion::parse("2024-11-05"), None);
         assert_eq!(ProtocolVersion::parse(""), None);
     }

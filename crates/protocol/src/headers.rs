@@ -11,9 +11,14 @@ const SUFFIX: &str = "?=";
 
 /// Decodes a header value, undoing the base64 wrapper when present.
 pub fn decode_value(raw: &str) -> Result<String, &'static str> {
-    match raw.strip_prefix(PREFIX).and_then(|r| r.strip_suffix(SUFFIX)) {
+    match raw
+        .strip_prefix(PREFIX)
+        .and_then(|r| r.strip_suffix(SUFFIX))
+    {
         Some(encoded) => {
-            let bytes = STANDARD.decode(encoded).map_err(|_| "invalid base64 in header value")?;
+            let bytes = STANDARD
+                .decode(encoded)
+                .map_err(|_| "invalid base64 in header value")?;
             String::from_utf8(bytes).map_err(|_| "header value is not UTF-8")
         }
         None => Ok(raw.to_owned()),
@@ -27,7 +32,11 @@ pub fn encode_value(value: &str) -> String {
         && !value.starts_with(' ')
         && !value.ends_with(' ')
         && !value.starts_with(PREFIX);
-    if plain { value.to_owned() } else { format!("{PREFIX}{}{SUFFIX}", STANDARD.encode(value)) }
+    if plain {
+        value.to_owned()
+    } else {
+        format!("{PREFIX}{}{SUFFIX}", STANDARD.encode(value))
+    }
 }
 
 #[cfg(test)]
@@ -36,7 +45,14 @@ mod tests {
 
     #[test]
     fn round_trips_plain_and_encoded_values() {
-        for v in ["echo.echo", "file:///tmp/a b", "naïve", "line\nbreak", " lead", "=?base64?x?="] {
+        for v in [
+            "echo.echo",
+            "file:///tmp/a b",
+            "naïve",
+            "line\nbreak",
+            " lead",
+            "=?base64?x?=",
+        ] {
             assert_eq!(decode_value(&encode_value(v)).as_deref(), Ok(v));
         }
         assert_eq!(encode_value("plain"), "plain");

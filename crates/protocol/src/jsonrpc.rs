@@ -88,7 +88,11 @@ pub struct ErrorObject {
 
 impl ErrorObject {
     pub fn new(code: i64, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), data: None }
+        Self {
+            code,
+            message: message.into(),
+            data: None,
+        }
     }
     pub fn to_value(&self) -> Value {
         let mut v = json!({ "code": self.code, "message": self.message });
@@ -132,14 +136,23 @@ impl Message {
             } else {
                 "a JSON-RPC message must be an object"
             };
-            return Err(EnvelopeError { id: None, reason: reason.into() });
+            return Err(EnvelopeError {
+                id: None,
+                reason: reason.into(),
+            });
         };
         let id = match obj.get("id") {
             None => None,
-            Some(v) => Some(RequestId::from_value(v).map_err(|r| EnvelopeError { id: None, reason: r.into() })?),
+            Some(v) => Some(RequestId::from_value(v).map_err(|r| EnvelopeError {
+                id: None,
+                reason: r.into(),
+            })?),
         };
         let err_id = id.clone();
-        let fail = |reason: &str| EnvelopeError { id: err_id.clone(), reason: reason.into() };
+        let fail = |reason: &str| EnvelopeError {
+            id: err_id.clone(),
+            reason: reason.into(),
+        };
         if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
             return Err(fail("\"jsonrpc\" must be \"2.0\""));
         }
@@ -166,8 +179,14 @@ impl Message {
         };
         let outcome = match (obj.remove("result"), obj.get("error")) {
             (Some(result), None) => Ok(result),
-            (None, Some(error)) => Err(ErrorObject::from_value(error).ok_or_else(|| fail("malformed \"error\""))?),
-            _ => return Err(fail("a response needs exactly one of \"result\" and \"error\"")),
+            (None, Some(error)) => {
+                Err(ErrorObject::from_value(error).ok_or_else(|| fail("malformed \"error\""))?)
+            }
+            _ => {
+                return Err(fail(
+                    "a response needs exactly one of \"result\" and \"error\"",
+                ));
+            }
         };
         Ok(Message::Response(Response { id, outcome }))
     }
@@ -203,10 +222,16 @@ impl Message {
 
 impl Response {
     pub fn ok(id: RequestId, result: Value) -> Self {
-        Self { id, outcome: Ok(result) }
+        Self {
+            id,
+            outcome: Ok(result),
+        }
     }
     pub fn err(id: RequestId, error: ErrorObject) -> Self {
-        Self { id, outcome: Err(error) }
+        Self {
+            id,
+            outcome: Err(error),
+        }
     }
     pub fn to_value(&self) -> Value {
         Message::Response(self.clone()).to_value()
@@ -228,9 +253,18 @@ mod tests {
 
     #[test]
     fn classifies_requests_notifications_and_responses() {
-        assert!(matches!(parse(json!({"jsonrpc":"2.0","id":1,"method":"ping"})), Ok(Message::Request(_))));
-        assert!(matches!(parse(json!({"jsonrpc":"2.0","method":"notifications/initialized"})), Ok(Message::Notification(_))));
-        assert!(matches!(parse(json!({"jsonrpc":"2.0","id":"a","result":{}})), Ok(Message::Response(_))));
+        assert!(matches!(
+            parse(json!({"jsonrpc":"2.0","id":1,"method":"ping"})),
+            Ok(Message::Request(_))
+        ));
+        assert!(matches!(
+            parse(json!({"jsonrpc":"2.0","method":"notifications/initialized"})),
+            Ok(Message::Notification(_))
+        ));
+        assert!(matches!(
+            parse(json!({"jsonrpc":"2.0","id":"a","result":{}})),
+            Ok(Message::Response(_))
+        ));
     }
 
     #[test]
@@ -243,7 +277,10 @@ mod tests {
 
     #[test]
     fn refuses_batches_and_non_objects() {
-        assert_eq!(parse(json!([])).unwrap_err().reason, "batches are not supported");
+        assert_eq!(
+            parse(json!([])).unwrap_err().reason,
+            "batches are not supported"
+        );
         assert!(parse(json!("x")).is_err());
     }
 

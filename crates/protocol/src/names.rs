@@ -22,7 +22,9 @@ pub struct Namer {
 
 impl Namer {
     pub fn new(separator: impl Into<String>) -> Self {
-        Self { separator: separator.into() }
+        Self {
+            separator: separator.into(),
+        }
     }
     pub fn separator(&self) -> &str {
         &self.separator
@@ -56,13 +58,19 @@ mod tests {
         assert_eq!(n.split_name("Echo.add"), None);
         assert_eq!(n.split_name("noseparator"), None);
         let n = Namer::new("__");
-        assert_eq!(n.split_name("time__get_current_time"), Some(("time", "get_current_time")));
+        assert_eq!(
+            n.split_name("time__get_current_time"),
+            Some(("time", "get_current_time"))
+        );
     }
 
     #[test]
     fn uris_round_trip_including_plus_schemes() {
         let public = Namer::public_uri("docs", "svn+ssh://host/x");
-        assert_eq!(Namer::split_uri(&public), Some(("docs", "svn+ssh://host/x")));
+        assert_eq!(
+            Namer::split_uri(&public),
+            Some(("docs", "svn+ssh://host/x"))
+        );
         assert_eq!(Namer::split_uri("file:///x"), None);
     }
 

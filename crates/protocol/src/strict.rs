@@ -21,9 +21,11 @@ pub enum StrictError {
 /// Parses `bytes` as one JSON value, nesting at most `max_depth` arrays/objects deep.
 pub fn parse(bytes: &[u8], max_depth: usize) -> Result<Value, StrictError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = Bounded { depth_left: max_depth }
-        .deserialize(&mut de)
-        .map_err(|e| StrictError::Syntax(e.to_string()))?;
+    let value = Bounded {
+        depth_left: max_depth,
+    }
+    .deserialize(&mut de)
+    .map_err(|e| StrictError::Syntax(e.to_string()))?;
     de.end().map_err(|e| StrictError::Syntax(e.to_string()))?;
     Ok(value)
 }
@@ -80,7 +82,9 @@ impl<'de> Visitor<'de> for Bounded {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let child = self.child()?;
         let mut items = Vec::new();
-        while let Some(item) = seq.next_element_seed(Bounded { depth_left: child.depth_left })? {
+        while let Some(item) = seq.next_element_seed(Bounded {
+            depth_left: child.depth_left,
+        })? {
             items.push(item);
         }
         Ok(Value::Array(items))
@@ -92,7 +96,9 @@ impl<'de> Visitor<'de> for Bounded {
             if object.contains_key(&key) {
                 return Err(A::Error::custom(format_args!("duplicate key {key:?}")));
             }
-            let value = map.next_value_seed(Bounded { depth_left: child.depth_left })?;
+            let value = map.next_value_seed(Bounded {
+                depth_left: child.depth_left,
+            })?;
             object.insert(key, value);
         }
         Ok(Value::Object(object))

@@ -20,7 +20,10 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::{UPSTREAM_SESSION_VERSION, UPSTREAM_STATELESS_VERSION, UpstreamError, UpstreamEvent, client_capabilities, client_info};
+use crate::{
+    UPSTREAM_SESSION_VERSION, UPSTREAM_STATELESS_VERSION, UpstreamError, UpstreamEvent,
+    client_capabilities, client_info,
+};
 
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
@@ -40,6 +43,8 @@ pub struct HttpUpstream {
     session: tokio::sync::Mutex<()>,
     state: Mutex<SessionState>,
     events: mpsc::UnboundedSender<UpstreamEvent>,
+    /// Becomes true once the first connection attempt has finished (ready or failed).
+    started: tokio::sync::watch::Sender<bool>,
 }
 
 impl HttpUpstream {
@@ -52,12 +57,17 @@ impl HttpUpstream {
     ) -> Arc<Self> {
         let mut map = HeaderMap::new();
         for (k, v) in &headers {
-            match (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v.expose())) {
+            match (
+                HeaderName::from_bytes(k.as_bytes()),
+                HeaderValue::from_str(v.expose()),
+            ) {
                 (Ok(name), Ok(mut value)) => {
                     value.set_sensitive(true);
                     map.insert(name, value);
                 }
-                _ => tracing::error!(service = name, header = %k, "header name or value is not valid HTTP; not sent"),
+                _ => {
+                    tracing::error!(service = name, header = %k, "header name or value is not valid HTTP; not sent")
+                }
             }
         }
         let client = reqwest::Client::builder()
@@ -77,22 +87,36 @@ impl HttpUpstream {
             session: tokio::sync::Mutex::new(()),
             state: Mutex::new(SessionState::default()),
             events,
+            started: tokio::sync::watch::channel(false).0,
         })
     }
 
     fn unavailable(&self, reason: impl Into<String>) -> UpstreamError {
-        UpstreamError::Unavailable { service: self.name.clone(), reason: reason.into() }
+        UpstreamError::Unavailable {
+            service: self.name.clone(),
+            reason: reason.into(),
+        }
     }
 
     pub fn capabilities(&self) -> Option<Value> {
         self.lock().capabilities.clone()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, SessionState> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    pub fn started(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.started.subscribe()
     }
 
-    pub async fn request(&self, method: &str, params: Option<Value>) -> Result<Value, UpstreamError> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SessionState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub async fn request(
+        &self,
+        method: &str,
+        params: Option<Value>,
+    ) -> Result<Value, UpstreamError> {
         if self.stateless {
             return self.send(method, params).await;
         }
@@ -126,10 +150,15 @@ impl HttpUpstream {
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(250);
             loop {
-                let Some(upstream) = this.upgrade() else { return };
-                match upstream.ensure_session().await {
+                let Some(upstream) = this.upgrade() else {
+                    return;
+                };
+                let outcome = upstream.ensure_session().await;
+                upstream.started.send_replace(true);
+                match outcome {
                     Ok(()) => {
                         tracing::info!(service = %upstream.name, "service is ready");
+                        crate::stdio::announce_lists_changed(&upstream.name, &upstream.events);
                         return;
                     }
                     Err(e) => tracing::warn!(service = %upstream.name, "not reachable yet: {e}"),
@@ -148,7 +177,12 @@ impl HttpUpstream {
         }
         if self.stateless {
             let result = self.send("server/discover", None).await?;
-            self.lock().capabilities = Some(result.get("capabilities").cloned().unwrap_or_else(|| json!({})));
+            self.lock().capabilities = Some(
+                result
+                    .get("capabilities")
+                    .cloned()
+                    .unwrap_or_else(|| json!({})),
+            );
             return Ok(());
         }
         let params = json!({
@@ -157,7 +191,12 @@ impl HttpUpstream {
             "clientInfo": client_info(),
         });
         let result = self.send("initialize", Some(params)).await?;
-        self.lock().capabilities = Some(result.get("capabilities").cloned().unwrap_or_else(|| json!({})));
+        self.lock().capabilities = Some(
+            result
+                .get("capabilities")
+                .cloned()
+                .unwrap_or_else(|| json!({})),
+        );
         self.notify("notifications/initialized", None).await;
         Ok(())
     }
@@ -170,7 +209,10 @@ impl HttpUpstream {
             if let Some(obj) = p.as_object_mut() {
                 let meta = obj.entry("_meta").or_insert_with(|| json!({}));
                 meta["io.modelcontextprotocol/protocolVersion"] = UPSTREAM_STATELESS_VERSION.into();
-                if meta.get("io.modelcontextprotocol/clientCapabilities").is_none() {
+                if meta
+                    .get("io.modelcontextprotocol/clientCapabilities")
+                    .is_none()
+                {
                     meta["io.modelcontextprotocol/clientCapabilities"] = client_capabilities();
                 }
                 meta["io.modelcontextprotocol/clientInfo"] = client_info();
@@ -181,14 +223,22 @@ impl HttpUpstream {
         if let Some(p) = params {
             body["params"] = p;
         }
-        let mut guard = CancelOnDrop { upstream: Some(self), id };
+        let mut guard = CancelOnDrop {
+            upstream: Some(self),
+            id,
+        };
         let response = self.post(&body, method, name.as_deref()).await?;
         let result = self.read_reply(response, id).await;
         guard.upstream = None;
         result
     }
 
-    async fn post(&self, body: &Value, method: &str, name: Option<&str>) -> Result<reqwest::Response, UpstreamError> {
+    async fn post(
+        &self,
+        body: &Value,
+        method: &str,
+        name: Option<&str>,
+    ) -> Result<reqwest::Response, UpstreamError> {
         let mut request = self
             .client
             .post(&self.url)
@@ -197,7 +247,9 @@ impl HttpUpstream {
             .header("content-type", "application/json")
             .body(body.to_string());
         if self.stateless {
-            request = request.header("mcp-protocol-version", UPSTREAM_STATELESS_VERSION).header("mcp-method", method);
+            request = request
+                .header("mcp-protocol-version", UPSTREAM_STATELESS_VERSION)
+                .header("mcp-method", method);
             if let Some(name) = name {
                 request = request.header("mcp-name", encode_value(name));
             }
@@ -209,34 +261,54 @@ impl HttpUpstream {
                 request = request.header("mcp-session-id", id);
             }
         }
-        let response = request.send().await.map_err(|e| self.unavailable(connect_reason(&e)))?;
-        if let Some(session) = response.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()) {
-            if method == "initialize" {
-                self.lock().id = Some(session.to_owned());
-            }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| self.unavailable(connect_reason(&e)))?;
+        if let Some(session) = response
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            && method == "initialize"
+        {
+            self.lock().id = Some(session.to_owned());
         }
         Ok(response)
     }
 
-    async fn read_reply(&self, response: reqwest::Response, id: u64) -> Result<Value, UpstreamError> {
+    async fn read_reply(
+        &self,
+        response: reqwest::Response,
+        id: u64,
+    ) -> Result<Value, UpstreamError> {
         let status = response.status();
         if status == reqwest::StatusCode::NOT_FOUND && self.lock().id.is_some() {
             return Err(self.unavailable(SESSION_EXPIRED));
         }
-        let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
         if content_type.starts_with("text/event-stream") {
             let mut events = sse_stream::SseStream::from_bytes_stream(response.bytes_stream());
             while let Some(event) = events.next().await {
-                let event = event.map_err(|e| self.protocol(format!("broken event stream: {e}")))?;
+                let event =
+                    event.map_err(|e| self.protocol(format!("broken event stream: {e}")))?;
                 // Priming events (an id and empty data) and keep-alives carry no message.
-                let Some(data) = event.data.filter(|d| !d.trim().is_empty()) else { continue };
+                let Some(data) = event.data.filter(|d| !d.trim().is_empty()) else {
+                    continue;
+                };
                 if let Some(result) = self.on_message(data.as_bytes(), id)? {
                     return result;
                 }
             }
             return Err(self.protocol("the event stream ended without a response"));
         }
-        let bytes = read_bounded(response).await.map_err(|e| self.unavailable(e))?;
+        let bytes = read_bounded(response)
+            .await
+            .map_err(|e| self.unavailable(e))?;
         if !content_type.starts_with("application/json") {
             return Err(self.protocol(format!("HTTP {status} with content type {content_type:?}")));
         }
@@ -249,18 +321,29 @@ impl HttpUpstream {
     /// Handles one message from the upstream: the awaited response (returned), or a
     /// notification (passed on).
     #[allow(clippy::type_complexity)]
-    fn on_message(&self, bytes: &[u8], id: u64) -> Result<Option<Result<Value, UpstreamError>>, UpstreamError> {
+    fn on_message(
+        &self,
+        bytes: &[u8],
+        id: u64,
+    ) -> Result<Option<Result<Value, UpstreamError>>, UpstreamError> {
         let value = strict::parse(bytes, 128).map_err(|e| self.protocol(e.to_string()))?;
         match Message::from_value(value).map_err(|e| self.protocol(e.reason))? {
-            Message::Response(r) if r.id.as_u64() == Some(id) => Ok(Some(
-                r.outcome.map_err(|error| UpstreamError::Rpc { service: self.name.clone(), error }),
-            )),
+            Message::Response(r) if r.id.as_u64() == Some(id) => {
+                Ok(Some(r.outcome.map_err(|error| UpstreamError::Rpc {
+                    service: self.name.clone(),
+                    error,
+                })))
+            }
             Message::Response(r) => {
                 // A JSON-RPC error without a usable id answers our request (e.g. HTTP 400).
                 Err(self.protocol(format!("response for unexpected id {}", r.id)))
             }
             Message::Notification(n) => {
-                let _ = self.events.send(UpstreamEvent { service: self.name.clone(), method: n.method, params: n.params });
+                let _ = self.events.send(UpstreamEvent {
+                    service: self.name.clone(),
+                    method: n.method,
+                    params: n.params,
+                });
                 Ok(None)
             }
             Message::Request(_) => Ok(None),
@@ -268,7 +351,10 @@ impl HttpUpstream {
     }
 
     fn protocol(&self, reason: impl Into<String>) -> UpstreamError {
-        UpstreamError::Protocol { service: self.name.clone(), reason: reason.into() }
+        UpstreamError::Protocol {
+            service: self.name.clone(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -315,11 +401,15 @@ struct CancelOnDrop<'a> {
 impl Drop for CancelOnDrop<'_> {
     fn drop(&mut self) {
         // Stateless servers treat a closed stream as cancellation; session-era servers are told.
-        let Some(upstream) = self.upstream.take() else { return };
+        let Some(upstream) = self.upstream.take() else {
+            return;
+        };
         if upstream.stateless {
             return;
         }
-        let Some(session) = upstream.lock().id.clone() else { return };
+        let Some(session) = upstream.lock().id.clone() else {
+            return;
+        };
         let body = json!({ "jsonrpc": "2.0", "method": "notifications/cancelled",
             "params": { "requestId": self.id, "reason": "cancelled by the gateway" } });
         let request = upstream

@@ -12,7 +12,7 @@ mod http;
 mod pending;
 mod stdio;
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -80,20 +80,47 @@ impl std::fmt::Debug for Upstream {
 
 impl Upstream {
     /// Starts the connection (stdio children are spawned and supervised in the background).
-    pub fn start(name: &str, service: &Service, self_exe: &PathBuf, events: mpsc::UnboundedSender<UpstreamEvent>) -> Self {
+    pub fn start(
+        name: &str,
+        service: &Service,
+        self_exe: &Path,
+        events: mpsc::UnboundedSender<UpstreamEvent>,
+    ) -> Self {
         match &service.transport {
-            ServiceTransport::Builtin { name: builtin, args, env } => {
+            ServiceTransport::Builtin {
+                name: builtin,
+                args,
+                env,
+            } => {
                 let mut all = vec!["serve".to_owned(), builtin.clone()];
                 all.extend(args.iter().cloned());
                 let program = self_exe.to_string_lossy().into_owned();
-                Upstream::Stdio(StdioUpstream::start(name, program, all, None, env.clone(), events))
+                Upstream::Stdio(StdioUpstream::start(
+                    name,
+                    program,
+                    all,
+                    None,
+                    env.clone(),
+                    events,
+                ))
             }
-            ServiceTransport::Stdio { program, args, cwd, env } => {
-                Upstream::Stdio(StdioUpstream::start(name, program.clone(), args.clone(), cwd.clone(), env.clone(), events))
-            }
+            ServiceTransport::Stdio {
+                program,
+                args,
+                cwd,
+                env,
+            } => Upstream::Stdio(StdioUpstream::start(
+                name,
+                program.clone(),
+                args.clone(),
+                cwd.clone(),
+                env.clone(),
+                events,
+            )),
             ServiceTransport::Http { url, headers } => {
                 let stateless = service.protocol == UpstreamProtocol::Stateless;
-                let upstream = HttpUpstream::new(name, url.clone(), headers.clone(), stateless, events);
+                let upstream =
+                    HttpUpstream::new(name, url.clone(), headers.clone(), stateless, events);
                 upstream.connect_in_background();
                 Upstream::Http(upstream)
             }
@@ -101,7 +128,11 @@ impl Upstream {
     }
 
     /// Sends a request and waits for its result. Cancel by dropping the future.
-    pub async fn request(&self, method: &str, params: Option<Value>) -> Result<Value, UpstreamError> {
+    pub async fn request(
+        &self,
+        method: &str,
+        params: Option<Value>,
+    ) -> Result<Value, UpstreamError> {
         match self {
             Upstream::Stdio(s) => s.request(method, params).await,
             Upstream::Http(h) => h.request(method, params).await,
@@ -113,6 +144,17 @@ impl Upstream {
             Upstream::Stdio(s) => s.notify(method, params),
             Upstream::Http(h) => h.notify(method, params).await,
         }
+    }
+
+    /// Waits (at most `limit`) for the first start attempt to finish, so requests arriving
+    /// while the gateway is still starting its services see them instead of an empty list.
+    /// Returns at once after that: restarts never hold requests.
+    pub async fn wait_started(&self, limit: Duration) {
+        let mut started = match self {
+            Upstream::Stdio(s) => s.started(),
+            Upstream::Http(h) => h.started(),
+        };
+        let _ = tokio::time::timeout(limit, started.wait_for(|s| *s)).await;
     }
 
     /// The upstream's advertised capabilities, once connected.
@@ -135,6 +177,17 @@ impl Upstream {
 /// Turns an upstream JSON-RPC error into one safe to show: code and the first line of the
 /// message (bounded); `data` (often stack traces) is dropped.
 pub fn scrub_error(error: ErrorObject) -> ErrorObject {
-    let first_line = error.message.lines().next().unwrap_or("").chars().take(300).collect::<String>();
-    ErrorObject { code: error.code, message: first_line, data: None }
+    let first_line = error
+        .message
+        .lines()
+        .next()
+        .unwrap_or("")
+        .chars()
+        .take(300)
+        .collect::<String>();
+    ErrorObject {
+        code: error.code,
+        message: first_line,
+        data: None,
+    }
 }

@@ -21,7 +21,9 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::codec::{FramedRead, LinesCodec};
 
 use crate::pending::Pending;
-use crate::{UPSTREAM_SESSION_VERSION, UpstreamError, UpstreamEvent, client_capabilities, client_info};
+use crate::{
+    UPSTREAM_SESSION_VERSION, UpstreamError, UpstreamEvent, client_capabilities, client_info,
+};
 
 /// Largest message accepted from a child (one line).
 const MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
@@ -49,6 +51,8 @@ pub struct StdioUpstream {
     conn: RwLock<Option<Arc<Conn>>>,
     down_reason: Mutex<String>,
     stop: watch::Sender<bool>,
+    /// Becomes true once the first start attempt has finished (ready or failed).
+    started: watch::Sender<bool>,
     supervisor: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -69,29 +73,51 @@ impl StdioUpstream {
         events: mpsc::UnboundedSender<UpstreamEvent>,
     ) -> Arc<Self> {
         let (stop, _) = watch::channel(false);
+        let (started, _) = watch::channel(false);
         let this = Arc::new(Self {
             name: name.to_owned(),
             conn: RwLock::new(None),
             down_reason: Mutex::new("starting".into()),
             stop,
+            started,
             supervisor: Mutex::new(None),
         });
-        let launch = Launch { program, args, cwd, env };
+        let launch = Launch {
+            program,
+            args,
+            cwd,
+            env,
+        };
         let task = tokio::spawn(supervise(this.clone(), launch, events));
         *lock(&this.supervisor) = Some(task);
         this
     }
 
     fn current(&self) -> Result<Arc<Conn>, UpstreamError> {
-        let conn = self.conn.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-        conn.ok_or_else(|| UpstreamError::Unavailable { service: self.name.clone(), reason: lock(&self.down_reason).clone() })
+        let conn = self
+            .conn
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        conn.ok_or_else(|| UpstreamError::Unavailable {
+            service: self.name.clone(),
+            reason: lock(&self.down_reason).clone(),
+        })
     }
 
     pub fn capabilities(&self) -> Option<Value> {
         self.current().ok().map(|c| c.capabilities.clone())
     }
 
-    pub async fn request(&self, method: &str, params: Option<Value>) -> Result<Value, UpstreamError> {
+    pub fn started(&self) -> watch::Receiver<bool> {
+        self.started.subscribe()
+    }
+
+    pub async fn request(
+        &self,
+        method: &str,
+        params: Option<Value>,
+    ) -> Result<Value, UpstreamError> {
         let conn = self.current()?;
         call(&conn, &self.name, method, params).await
     }
@@ -121,20 +147,36 @@ fn notification(method: &str, params: Option<Value>) -> Value {
 
 /// Sends one request on `conn` and waits for the reply. If the future is dropped first, the
 /// upstream is told to cancel.
-async fn call(conn: &Arc<Conn>, service: &str, method: &str, params: Option<Value>) -> Result<Value, UpstreamError> {
+async fn call(
+    conn: &Arc<Conn>,
+    service: &str,
+    method: &str,
+    params: Option<Value>,
+) -> Result<Value, UpstreamError> {
     let (id, reply) = conn.pending.register();
-    let mut guard = CancelOnDrop { conn: Some(conn.clone()), id };
+    let mut guard = CancelOnDrop {
+        conn: Some(conn.clone()),
+        id,
+    };
     let mut request = json!({ "jsonrpc": "2.0", "id": id, "method": method });
     if let Some(p) = params {
         request["params"] = p;
     }
-    let unavailable = |reason: &str| UpstreamError::Unavailable { service: service.to_owned(), reason: reason.to_owned() };
+    let unavailable = |reason: &str| UpstreamError::Unavailable {
+        service: service.to_owned(),
+        reason: reason.to_owned(),
+    };
     if !conn.send(&request) {
         return Err(unavailable("connection closed"));
     }
-    let reply = reply.await.map_err(|_| unavailable("the process exited before answering"))?;
+    let reply = reply
+        .await
+        .map_err(|_| unavailable("the process exited before answering"))?;
     guard.conn = None;
-    reply.map_err(|error| UpstreamError::Rpc { service: service.to_owned(), error })
+    reply.map_err(|error| UpstreamError::Rpc {
+        service: service.to_owned(),
+        error,
+    })
 }
 
 struct CancelOnDrop {
@@ -144,20 +186,23 @@ struct CancelOnDrop {
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            if conn.pending.forget(self.id) {
-                let params = json!({ "requestId": self.id, "reason": "cancelled by the gateway" });
-                conn.send(&notification("notifications/cancelled", Some(params)));
-            }
+        if let Some(conn) = self.conn.take()
+            && conn.pending.forget(self.id)
+        {
+            let params = json!({ "requestId": self.id, "reason": "cancelled by the gateway" });
+            conn.send(&notification("notifications/cancelled", Some(params)));
         }
     }
 }
 
-async fn supervise(this: Arc<StdioUpstream>, launch: Launch, events: mpsc::UnboundedSender<UpstreamEvent>) {
+async fn supervise(
+    this: Arc<StdioUpstream>,
+    launch: Launch,
+    events: mpsc::UnboundedSender<UpstreamEvent>,
+) {
     let mut stop = this.stop.subscribe();
     let mut backoff = MIN_BACKOFF;
     let set_down = |reason: String| *lock(&this.down_reason) = reason;
-    let mut first = true;
     loop {
         if *stop.borrow() {
             break;
@@ -167,25 +212,29 @@ async fn supervise(this: Arc<StdioUpstream>, launch: Launch, events: mpsc::Unbou
             Err(e) => {
                 tracing::error!(service = %this.name, "cannot start: {e}");
                 set_down(format!("cannot start: {e}"));
+                this.started.send_replace(true);
             }
             Ok(mut child) => {
                 let (conn, reader) = connect(&this.name, &mut child, events.clone());
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&conn, &this.name)).await {
                     Ok(Ok(capabilities)) => {
-                        let conn = Arc::new(Conn { capabilities, ..conn });
-                        *this.conn.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(conn.clone());
+                        let conn = Arc::new(Conn {
+                            capabilities,
+                            ..conn
+                        });
+                        *this
+                            .conn
+                            .write()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                            Some(conn.clone());
                         tracing::info!(service = %this.name, pid = child.id(), "service is ready");
-                        if !first {
-                            // Lists may differ after a restart.
-                            for method in ["notifications/tools/list_changed", "notifications/prompts/list_changed", "notifications/resources/list_changed"] {
-                                let _ = events.send(UpstreamEvent { service: this.name.clone(), method: method.into(), params: None });
-                            }
-                        }
+                        // Its tools, prompts and resources (re)appear: clients should list again.
+                        announce_lists_changed(&this.name, &events);
                     }
                     Ok(Err(e)) => set_down(format!("initialization failed: {e}")),
                     Err(_) => set_down("initialization timed out".into()),
                 }
-                first = false;
+                this.started.send_replace(true);
                 let stopped = tokio::select! {
                     status = child.wait() => {
                         let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
@@ -195,7 +244,11 @@ async fn supervise(this: Arc<StdioUpstream>, launch: Launch, events: mpsc::Unbou
                     }
                     _ = stop.wait_for(|s| *s) => true,
                 };
-                let old = this.conn.write().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+                let old = this
+                    .conn
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take();
                 if let Some(old) = &old {
                     old.pending.fail_all();
                 }
@@ -220,8 +273,27 @@ async fn supervise(this: Arc<StdioUpstream>, launch: Launch, events: mpsc::Unbou
     }
 }
 
+/// Tells the gateway that a service's lists may have changed (it became ready).
+pub(crate) fn announce_lists_changed(service: &str, events: &mpsc::UnboundedSender<UpstreamEvent>) {
+    for method in [
+        "notifications/tools/list_changed",
+        "notifications/prompts/list_changed",
+        "notifications/resources/list_changed",
+    ] {
+        let _ = events.send(UpstreamEvent {
+            service: service.to_owned(),
+            method: method.into(),
+            params: None,
+        });
+    }
+}
+
 async fn handshake(conn: &Conn, service: &str) -> Result<Value, UpstreamError> {
-    let conn = Arc::new(Conn { lines: conn.lines.clone(), pending: conn.pending.clone(), capabilities: Value::Null });
+    let conn = Arc::new(Conn {
+        lines: conn.lines.clone(),
+        pending: conn.pending.clone(),
+        capabilities: Value::Null,
+    });
     let params = json!({
         "protocolVersion": UPSTREAM_SESSION_VERSION,
         "capabilities": client_capabilities(),
@@ -229,7 +301,10 @@ async fn handshake(conn: &Conn, service: &str) -> Result<Value, UpstreamError> {
     });
     let result = call(&conn, service, "initialize", Some(params)).await?;
     conn.send(&notification("notifications/initialized", None));
-    Ok(result.get("capabilities").cloned().unwrap_or_else(|| json!({})))
+    Ok(result
+        .get("capabilities")
+        .cloned()
+        .unwrap_or_else(|| json!({})))
 }
 
 fn spawn(launch: &Launch) -> std::io::Result<Child> {
@@ -259,17 +334,28 @@ fn resolve_program(program: &str) -> std::io::Result<PathBuf> {
     std::env::split_paths(&path)
         .map(|dir| dir.join(program))
         .find(|candidate| is_executable(candidate))
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("{program:?} not found on PATH")))
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("{program:?} not found on PATH"),
+            )
+        })
 }
 
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    path.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    path.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
 }
 
 /// Wires the child's pipes: a writer task for stdin, a reader task for stdout, a logger for
 /// stderr. The returned handle is the stdout reader.
-fn connect(service: &str, child: &mut Child, events: mpsc::UnboundedSender<UpstreamEvent>) -> (Conn, tokio::task::JoinHandle<()>) {
+fn connect(
+    service: &str,
+    child: &mut Child,
+    events: mpsc::UnboundedSender<UpstreamEvent>,
+) -> (Conn, tokio::task::JoinHandle<()>) {
     let (lines_tx, mut lines_rx) = mpsc::unbounded_channel::<String>();
     let pending = Arc::new(Pending::default());
     if let Some(mut stdin) = child.stdin.take() {
@@ -299,7 +385,8 @@ fn connect(service: &str, child: &mut Child, events: mpsc::UnboundedSender<Upstr
         let service = service.to_owned();
         tokio::spawn(async move {
             let Some(stdout) = stdout else { return };
-            let mut frames = FramedRead::new(stdout, LinesCodec::new_with_max_length(MAX_LINE_BYTES));
+            let mut frames =
+                FramedRead::new(stdout, LinesCodec::new_with_max_length(MAX_LINE_BYTES));
             while let Some(frame) = frames.next().await {
                 match frame {
                     Ok(line) => on_line(&service, &line, &pending, &lines_tx, &events),
@@ -311,7 +398,14 @@ fn connect(service: &str, child: &mut Child, events: mpsc::UnboundedSender<Upstr
             }
         })
     };
-    (Conn { lines: lines_tx, pending, capabilities: Value::Null }, reader)
+    (
+        Conn {
+            lines: lines_tx,
+            pending,
+            capabilities: Value::Null,
+        },
+        reader,
+    )
 }
 
 fn on_line(
@@ -324,16 +418,24 @@ fn on_line(
     if line.trim().is_empty() {
         return;
     }
-    let message = strict::parse(line.as_bytes(), 128).map_err(|e| e.to_string()).and_then(|v| Message::from_value(v).map_err(|e| e.reason));
+    let message = strict::parse(line.as_bytes(), 128)
+        .map_err(|e| e.to_string())
+        .and_then(|v| Message::from_value(v).map_err(|e| e.reason));
     match message {
         Ok(Message::Response(r)) => {
-            let delivered = r.id.as_u64().is_some_and(|id| pending.complete(id, r.outcome));
+            let delivered =
+                r.id.as_u64()
+                    .is_some_and(|id| pending.complete(id, r.outcome));
             if !delivered {
                 tracing::debug!(service, id = %r.id, "response for no waiting request (late or cancelled)");
             }
         }
         Ok(Message::Notification(n)) => {
-            let _ = events.send(UpstreamEvent { service: service.to_owned(), method: n.method, params: n.params });
+            let _ = events.send(UpstreamEvent {
+                service: service.to_owned(),
+                method: n.method,
+                params: n.params,
+            });
         }
         Ok(Message::Request(r)) => {
             // Server-to-client requests cannot be attributed to one client over a shared
@@ -361,7 +463,10 @@ async fn stop_child(service: &str, mut child: Child) {
     if tokio::time::timeout(STOP_GRACE, child.wait()).await.is_ok() {
         return;
     }
-    let group = child.id().and_then(|id| i32::try_from(id).ok()).map(nix::unistd::Pid::from_raw);
+    let group = child
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .map(nix::unistd::Pid::from_raw);
     if let Some(group) = group {
         let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGTERM);
         if tokio::time::timeout(STOP_GRACE, child.wait()).await.is_ok() {

@@ -98,11 +98,25 @@ impl Gateway {
             Ok(url) => url,
             Err(_) => {
                 let _ = child.kill();
-                panic!("gateway did not start; stderr:\n{}", stderr.lock().expect("lock").join("\n"));
+                panic!(
+                    "gateway did not start; stderr:\n{}",
+                    stderr.lock().expect("lock").join("\n")
+                );
             }
         };
-        let http = reqwest::Client::builder().no_proxy().build().expect("http client");
-        Gateway { child: Some(child), dir, url, alice, bob, stderr, http }
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("http client");
+        Gateway {
+            child: Some(child),
+            dir,
+            url,
+            alice,
+            bob,
+            stderr,
+            http,
+        }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -113,7 +127,12 @@ impl Gateway {
     pub async fn wait_ready(&self, services: &[&str]) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let r = self.http.get(self.url.replace("/mcp", "/readyz")).send().await.expect("readyz");
+            let r = self
+                .http
+                .get(self.url.replace("/mcp", "/readyz"))
+                .send()
+                .await
+                .expect("readyz");
             let body: Value = r.json().await.expect("json");
             if services.iter().all(|s| body["services"][s] == "ready") {
                 return;
@@ -163,7 +182,13 @@ impl Gateway {
     }
 
     pub fn client(&self, token: &str) -> Client {
-        Client { http: self.http.clone(), url: self.url.clone(), token: Some(token.to_owned()), session: None, next_id: 0 }
+        Client {
+            http: self.http.clone(),
+            url: self.url.clone(),
+            token: Some(token.to_owned()),
+            session: None,
+            next_id: 0,
+        }
     }
 }
 
@@ -179,7 +204,9 @@ pub fn read_jsonl(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {l}")))
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {l}"))
+        })
         .collect()
 }
 
@@ -203,11 +230,20 @@ pub struct Reply {
 
 impl Reply {
     pub fn result(&self) -> &Value {
-        assert!(self.body.get("error").is_none(), "expected a result, got {}", self.body);
+        assert!(
+            self.body.get("error").is_none(),
+            "expected a result, got {}",
+            self.body
+        );
         &self.body["result"]
     }
     pub fn error_code(&self) -> i64 {
-        self.body["error"]["code"].as_i64().unwrap_or_else(|| panic!("expected an error, got {} (HTTP {})", self.body, self.status))
+        self.body["error"]["code"].as_i64().unwrap_or_else(|| {
+            panic!(
+                "expected an error, got {} (HTTP {})",
+                self.body, self.status
+            )
+        })
     }
 }
 
@@ -238,7 +274,13 @@ impl Client {
     }
 
     pub async fn send(&self, extra_headers: &[(&str, &str)], body: &Value) -> Reply {
-        read_reply(self.request(extra_headers, body).send().await.expect("send")).await
+        read_reply(
+            self.request(extra_headers, body)
+                .send()
+                .await
+                .expect("send"),
+        )
+        .await
     }
 
     /// Session-era handshake; keeps the session id.
@@ -247,9 +289,16 @@ impl Client {
             "protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"harness","version":"0"}}});
         let reply = self.send(&[], &body).await;
         assert_eq!(reply.status, 200, "initialize failed: {}", reply.body);
-        self.session = Some(reply.headers["mcp-session-id"].to_str().expect("ascii").to_owned());
+        self.session = Some(
+            reply.headers["mcp-session-id"]
+                .to_str()
+                .expect("ascii")
+                .to_owned(),
+        );
         let note = json!({"jsonrpc":"2.0","method":"notifications/initialized"});
-        let r = self.send(&[("mcp-protocol-version", "2025-11-25")], &note).await;
+        let r = self
+            .send(&[("mcp-protocol-version", "2025-11-25")], &note)
+            .await;
         assert_eq!(r.status, 202);
         reply
     }
@@ -258,17 +307,25 @@ impl Client {
     pub async fn call(&mut self, method: &str, params: Value) -> Reply {
         self.next_id += 1;
         let body = json!({"jsonrpc":"2.0","id":self.next_id,"method":method,"params":params});
-        self.send(&[("mcp-protocol-version", "2025-11-25")], &body).await
+        self.send(&[("mcp-protocol-version", "2025-11-25")], &body)
+            .await
     }
 
     /// A 2026-07-28 stateless request with correct headers.
     pub async fn call_2026(&mut self, method: &str, mut params: Value) -> Reply {
         self.next_id += 1;
         params["_meta"] = meta_2026();
-        let name = params.get("name").or_else(|| params.get("uri")).and_then(Value::as_str).map(str::to_owned);
+        let name = params
+            .get("name")
+            .or_else(|| params.get("uri"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         let body = json!({"jsonrpc":"2.0","id":self.next_id,"method":method,"params":params});
         let mut headers = vec![("mcp-protocol-version", V2026), ("mcp-method", method)];
-        if let Some(name) = name.as_deref().filter(|_| matches!(method, "tools/call" | "prompts/get" | "resources/read")) {
+        if let Some(name) = name
+            .as_deref()
+            .filter(|_| matches!(method, "tools/call" | "prompts/get" | "resources/read"))
+        {
             headers.push(("mcp-name", name));
         }
         self.send(&headers, &body).await
@@ -278,7 +335,10 @@ impl Client {
 pub async fn read_reply(response: reqwest::Response) -> Reply {
     let status = response.status().as_u16();
     let headers = response.headers().clone();
-    let is_sse = headers.get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|t| t.starts_with("text/event-stream"));
+    let is_sse = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("text/event-stream"));
     let text = response.text().await.expect("body");
     if is_sse {
         let events: Vec<Value> = text
@@ -287,18 +347,40 @@ pub async fn read_reply(response: reqwest::Response) -> Reply {
             .map(|d| serde_json::from_str(d.trim()).expect("sse data is json"))
             .collect();
         let body = events.last().cloned().unwrap_or(Value::Null);
-        return Reply { status, headers, body, events };
+        return Reply {
+            status,
+            headers,
+            body,
+            events,
+        };
     }
-    let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
-    Reply { status, headers, body, events: vec![] }
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    Reply {
+        status,
+        headers,
+        body,
+        events: vec![],
+    }
 }
 
 pub fn tool_names(reply: &Reply) -> Vec<String> {
-    reply.result()["tools"].as_array().expect("tools").iter().map(|t| t["name"].as_str().expect("name").to_owned()).collect()
+    reply.result()["tools"]
+        .as_array()
+        .expect("tools")
+        .iter()
+        .map(|t| t["name"].as_str().expect("name").to_owned())
+        .collect()
 }
 
 pub fn text_of(reply: &Reply) -> String {
-    reply.result()["content"][0]["text"].as_str().unwrap_or_else(|| panic!("no text in {}", reply.body)).to_owned()
+    reply.result()["content"][0]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no text in {}", reply.body))
+        .to_owned()
 }
 
 /// `micromcp serve echo --http 127.0.0.1:0` as an HTTP upstream; killed when dropped.
@@ -319,7 +401,11 @@ impl HttpEcho {
         let mut line = String::new();
         let mut reader = BufReader::new(child.stderr.take().expect("stderr"));
         reader.read_line(&mut line).expect("read");
-        let url = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected first line: {line}")).to_owned();
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+            .to_owned();
         // Keep draining stderr so the upstream never blocks on a full pipe.
         std::thread::spawn(move || for _ in reader.lines() {});
         HttpEcho { child, url }

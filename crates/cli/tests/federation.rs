@@ -309,7 +309,9 @@ async fn list_changed_reaches_open_session_streams_when_a_service_restarts() {
         .expect("GET stream");
     assert_eq!(stream.status(), 200);
     // Crash one service; its restart announces that lists changed.
-    let grant = c.call("tools/call", json!({"name": "echo.exit", "arguments": {}})).await;
+    let grant = c
+        .call("tools/call", json!({"name": "echo.exit", "arguments": {}}))
+        .await;
     assert!(grant.body.get("error").is_some());
     let mut body = stream.bytes_stream();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -323,7 +325,10 @@ async fn list_changed_reaches_open_session_streams_when_a_service_restarts() {
     }
     // Another principal's session never sees this principal's requests, only content-free
     // list changes; nothing else was sent on this stream.
-    assert!(!seen.contains("\"result\""), "responses never travel on the notification stream: {seen}");
+    assert!(
+        !seen.contains("\"result\""),
+        "responses never travel on the notification stream: {seen}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -344,7 +349,18 @@ prefix = false
     let mut c = gw.client(&gw.alice);
     c.initialize().await;
     assert_eq!(tool_names(&c.call("tools/list", json!({})).await), ["echo"]);
-    assert_eq!(text_of(&c.call("tools/call", json!({"name": "echo", "arguments": {"text": "plain"}})).await), "plain");
-    let read = c.call("resources/read", json!({"uri": "echo://readme"})).await;
+    assert_eq!(
+        text_of(
+            &c.call(
+                "tools/call",
+                json!({"name": "echo", "arguments": {"text": "plain"}})
+            )
+            .await
+        ),
+        "plain"
+    );
+    let read = c
+        .call("resources/read", json!({"uri": "echo://readme"}))
+        .await;
     assert!(read.result()["contents"][0]["text"].is_string());
 }

@@ -88,7 +88,6 @@ fn stdio_client_speaks_both_eras_and_gets_clear_errors_for_bad_lines() {
     assert_eq!(unsupported["error"]["code"], -32022);
     assert_eq!(unsupported["id"], 6);
 
-    drop(exchange);
     assert!(
         notifications
             .iter()

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use micromcp_protocol::names::is_valid_service_name;
+use micromcp_protocol::names::{is_valid_separator, is_valid_service_name};
 
 use crate::raw::{RawConfig, RawIdentity, RawService};
 use crate::*;
@@ -176,13 +176,11 @@ fn listen(raw: &RawConfig, e: &mut Errors) -> Option<Listen> {
 fn gateway(raw: &RawConfig, e: &mut Errors) -> GatewaySettings {
     let g = &raw.gateway;
     let separator = g.separator.clone().unwrap_or_else(|| ".".into());
-    if separator.is_empty()
-        || separator.len() > 4
-        || !separator
-            .bytes()
-            .all(|b| b.is_ascii_punctuation() && b != b'*' && b != b'+')
-    {
-        e.push("gateway.separator", "must be 1 to 4 ASCII punctuation characters other than '*' and '+' (e.g. \".\" or \"__\")");
+    if !is_valid_separator(&separator) {
+        e.push(
+            "gateway.separator",
+            "must be 1 to 4 ASCII punctuation characters other than '-', '*' and '+' (e.g. \".\" or \"__\")",
+        );
     }
     let max_sessions = g.max_sessions.unwrap_or(10_000);
     if max_sessions == 0 {

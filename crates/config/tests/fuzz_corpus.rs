@@ -1,30 +1,11 @@
 //! Replays the cargo-fuzz corpus of the config parser (fuzz/corpus/config_toml) through the same
 //! checks as fuzz/fuzz_targets/config_toml.rs, so `cargo test` on stable keeps every input the
-//! fuzzer found interesting. The checks are duplicated on purpose: the fuzz crate is not part of
-//! the workspace.
+//! fuzzer found interesting. The check lives in fuzz/checks/config.rs, shared by both.
+
+#[path = "../../../fuzz/checks/config.rs"]
+mod checks;
 
 use std::path::{Path, PathBuf};
-
-use micromcp_config::Config;
-
-fn check_config_toml(data: &[u8]) {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
-    match Config::from_toml(text, Path::new("/nonexistent-micromcp-fuzz")) {
-        Ok(config) => {
-            assert!((4..=128).contains(&config.listen.max_json_depth));
-            assert!((1..=4).contains(&config.gateway.separator.len()));
-        }
-        Err(errors) => {
-            assert!(!errors.is_empty(), "refused without an error");
-            for e in &errors {
-                assert!(!e.message.is_empty(), "empty message at {:?}", e.path);
-                let _ = e.to_string();
-            }
-        }
-    }
-}
 
 #[test]
 fn config_toml_corpus() {
@@ -45,7 +26,7 @@ fn config_toml_corpus() {
     for file in &files {
         let data =
             std::fs::read(file).unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()));
-        if std::panic::catch_unwind(|| check_config_toml(&data)).is_err() {
+        if std::panic::catch_unwind(|| checks::check_config_toml(&data)).is_err() {
             failures.push(file.display().to_string());
         }
     }

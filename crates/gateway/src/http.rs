@@ -32,7 +32,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use futures::StreamExt;
 use micromcp_auth::{AuthError, Principal};
-use micromcp_protocol::era::supported_versions;
+use micromcp_protocol::era::{supported_versions, unsupported_version};
 use micromcp_protocol::headers::decode_value;
 use micromcp_protocol::jsonrpc::error_without_id;
 use micromcp_protocol::{
@@ -480,14 +480,14 @@ fn check_stateless(
         ));
     };
     let unsupported = |requested: &str| {
-        let mut r = Refusal::new(
-            StatusCode::BAD_REQUEST,
-            error_codes::UNSUPPORTED_VERSION,
-            "protocol-version",
-            "Unsupported protocol version",
-        );
-        r.error.data = Some(json!({ "supported": supported_versions(), "requested": requested }));
-        with_id(r)
+        let error = unsupported_version(requested);
+        with_id(Refusal {
+            status: StatusCode::BAD_REQUEST,
+            error,
+            rule: "protocol-version",
+            id: None,
+            extra: None,
+        })
     };
     if matches!(message, Message::Notification(_)) && meta_version.is_none() {
         let version = ProtocolVersion::parse(header_version)
@@ -607,10 +607,7 @@ async fn initialize(
         .and_then(|p| p.get("protocolVersion"))
         .and_then(Value::as_str)
         .unwrap_or("");
-    // Offer the requested version when we speak it in the session era, else our latest.
-    let version = ProtocolVersion::parse(requested)
-        .filter(|v| v.era() == Era::Session)
-        .unwrap_or(ProtocolVersion::LATEST_SESSION);
+    let version = ProtocolVersion::negotiate_session(requested);
     let Some(session) = gw.sessions.create(principal.clone(), version) else {
         return Err(Refusal::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -12,7 +12,7 @@ use std::time::Instant;
 use futures::StreamExt;
 use micromcp_auth::Principal;
 use micromcp_config::Identity;
-use micromcp_protocol::era::supported_versions;
+use micromcp_protocol::era::unsupported_version;
 use micromcp_protocol::jsonrpc::error_without_id;
 use micromcp_protocol::{
     Era, ErrorObject, Message, ProtocolVersion, Response, error_codes, strict,
@@ -205,9 +205,7 @@ fn caller_for(
             .and_then(|p| p.get("protocolVersion"))
             .and_then(Value::as_str)
             .unwrap_or("");
-        let version = ProtocolVersion::parse(requested)
-            .filter(|v| v.era() == Era::Session)
-            .unwrap_or(ProtocolVersion::LATEST_SESSION);
+        let version = ProtocolVersion::negotiate_session(requested);
         return Ok(Caller { version, ..base });
     }
     let Some(meta_version) = meta_version else {
@@ -215,12 +213,7 @@ fn caller_for(
     };
     let Some(version) = ProtocolVersion::parse(meta_version).filter(|v| v.era() == Era::Stateless)
     else {
-        let mut e = ErrorObject::new(
-            error_codes::UNSUPPORTED_VERSION,
-            "Unsupported protocol version",
-        );
-        e.data = Some(json!({ "supported": supported_versions(), "requested": meta_version }));
-        return Err(e);
+        return Err(unsupported_version(meta_version));
     };
     let capabilities = meta
         .and_then(|m| m.get("io.modelcontextprotocol/clientCapabilities"))

@@ -36,6 +36,14 @@ impl ProtocolVersion {
             .find(|v| **v == s)
             .map(|v| Self(v))
     }
+    /// The session-era version to answer an `initialize` asking for `requested`: the same when
+    /// we speak it, else our latest (the client then decides whether it can continue).
+    pub fn negotiate_session(requested: &str) -> Self {
+        Self::parse(requested)
+            .filter(|v| v.era() == Era::Session)
+            .unwrap_or(Self::LATEST_SESSION)
+    }
+
     pub fn as_str(self) -> &'static str {
         self.0
     }
@@ -52,6 +60,17 @@ impl std::fmt::Display for ProtocolVersion {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.0)
     }
+}
+
+/// The 2026-07-28 error for a version we do not speak, listing the ones we do.
+pub fn unsupported_version(requested: &str) -> crate::ErrorObject {
+    let mut error = crate::ErrorObject::new(
+        crate::error_codes::UNSUPPORTED_VERSION,
+        "Unsupported protocol version",
+    );
+    error.data =
+        Some(serde_json::json!({ "supported": supported_versions(), "requested": requested }));
+    error
 }
 
 /// Every version the gateway accepts, for error messages.
@@ -79,5 +98,17 @@ mod tests {
         );
         assert_eq!(ProtocolVersion::parse("2024-11-05"), None);
         assert_eq!(ProtocolVersion::parse(""), None);
+        assert_eq!(
+            ProtocolVersion::negotiate_session("2025-06-18").as_str(),
+            "2025-06-18"
+        );
+        assert_eq!(
+            ProtocolVersion::negotiate_session("2026-07-28"),
+            ProtocolVersion::LATEST_SESSION
+        );
+        assert_eq!(
+            ProtocolVersion::negotiate_session("1999-01-01"),
+            ProtocolVersion::LATEST_SESSION
+        );
     }
 }

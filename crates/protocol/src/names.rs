@@ -14,6 +14,16 @@ pub fn is_valid_service_name(s: &str) -> bool {
         && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
+/// Whether `s` can separate service and name unambiguously: 1 to 4 ASCII punctuation
+/// characters, none of which may occur in a service name (`-`) or mean something else (`*` in
+/// grant patterns, `+` in public URIs). With `-` allowed, `fs-2-read` could be service `fs`.
+pub fn is_valid_separator(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 4
+        && s.bytes()
+            .all(|b| b.is_ascii_punctuation() && !matches!(b, b'-' | b'*' | b'+'))
+}
+
 /// Splits public names into (service, upstream name).
 #[derive(Debug, Clone)]
 pub struct Namer {
@@ -72,6 +82,16 @@ mod tests {
             Some(("docs", "svn+ssh://host/x"))
         );
         assert_eq!(Namer::split_uri("file:///x"), None);
+    }
+
+    #[test]
+    fn separators_cannot_be_confused_with_service_names() {
+        for good in [".", "__", "/", ":", "::"] {
+            assert!(is_valid_separator(good), "{good}");
+        }
+        for bad in ["", "-", "--", "_-", "*", "+", "a", "12345", ".....", " "] {
+            assert!(!is_valid_separator(bad), "{bad}");
+        }
     }
 
     #[test]

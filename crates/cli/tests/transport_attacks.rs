@@ -150,7 +150,7 @@ async fn oversized_deep_duplicate_batched_and_invalid_messages_are_refused() {
             "oversized",
             format!(
                 "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"params\":{{\"x\":\"{}\"}}}}",
-                "a".repeat(5 * 1024 * 1024)
+                "a".repeat(100 * 1024)
             )
             .into_bytes(),
             413,

@@ -39,6 +39,9 @@ pub fn preamble(alice: &Token, bob: &Token) -> String {
         r#"
 [listen]
 addr = "127.0.0.1:0"
+# Small enough that an oversized test body fits in the socket buffers, so the client reliably
+# reads the 413 that the gateway sends before reading the body.
+max_body_bytes = 65536
 
 [audit]
 file = "audit.jsonl"

@@ -33,6 +33,7 @@ async fn session_era_client_sees_namespaced_tools_of_every_service_and_calls_the
     names.sort();
     let expected = [
         "echo.add",
+        "echo.confirm",
         "echo.echo",
         "echo.env",
         "echo.exit",
@@ -168,6 +169,10 @@ async fn resources_templates_prompts_and_completion_are_federated() {
         .call("resources/read", json!({"uri": "nosuch+file:///x"}))
         .await;
     assert_eq!(missing.error_code(), -32002);
+    assert_eq!(
+        missing.body["error"]["data"]["uri"], "nosuch+file:///x",
+        "SEP-2164: the error names the resource"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -258,7 +263,7 @@ protocol = "2026-07-28"
         );
     }
     let list = s.call_2026("tools/list", json!({})).await;
-    assert_eq!(tool_names(&list).len(), 14);
+    assert_eq!(tool_names(&list).len(), 16);
 }
 
 #[tokio::test(flavor = "multi_thread")]

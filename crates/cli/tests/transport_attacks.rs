@@ -542,3 +542,68 @@ async fn a_client_cannot_cancel_another_clients_request() {
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(4));
 }
+
+/// Found by the MCP conformance suite (server-stateless, SEP-2575).
+#[tokio::test(flavor = "multi_thread")]
+async fn regression_methods_removed_in_2026_are_not_found_for_2026_requests() {
+    let gw = Gateway::start(ECHO);
+    let mut c = gw.client(&gw.alice);
+    for method in [
+        "initialize",
+        "ping",
+        "logging/setLevel",
+        "resources/subscribe",
+        "resources/unsubscribe",
+    ] {
+        let r = c.call_2026(method, json!({"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}, "level": "info", "uri": "echo+echo://readme"})).await;
+        assert_eq!(r.status, 404, "{method}: {}", r.body);
+        assert_eq!(r.error_code(), -32601, "{method}");
+        assert!(
+            r.headers.get("mcp-session-id").is_none(),
+            "{method} must not start a session"
+        );
+    }
+}
+
+/// Found by the MCP conformance suite review: required `initialize` params and log levels.
+#[tokio::test(flavor = "multi_thread")]
+async fn regression_initialize_and_set_level_validate_their_params() {
+    let gw = Gateway::start(ECHO);
+    let c = gw.client(&gw.alice);
+    for params in [
+        json!(null),
+        json!({}),
+        json!({"protocolVersion": "2025-11-25"}),
+        json!({"protocolVersion": 7, "capabilities": {}, "clientInfo": {}}),
+    ] {
+        let mut body = json!({"jsonrpc":"2.0","id":1,"method":"initialize"});
+        if !params.is_null() {
+            body["params"] = params.clone();
+        }
+        let r = c.send(&[], &body).await;
+        assert_eq!(r.status, 400, "{params}: {}", r.body);
+        assert_eq!(r.error_code(), -32602);
+        assert!(
+            r.headers.get("mcp-session-id").is_none(),
+            "no session for a refused initialize"
+        );
+    }
+    let mut s = gw.client(&gw.alice);
+    s.initialize().await;
+    assert_eq!(
+        s.call("logging/setLevel", json!({"level": "warning"}))
+            .await
+            .result(),
+        &json!({})
+    );
+    assert_eq!(
+        s.call("logging/setLevel", json!({"level": "bogus"}))
+            .await
+            .error_code(),
+        -32602
+    );
+    assert_eq!(
+        s.call("logging/setLevel", json!({})).await.error_code(),
+        -32602
+    );
+}

@@ -91,7 +91,7 @@ impl Routes {
         });
     }
 
-    fn deliver_progress(&self, params: Option<Value>) {
+    pub(crate) fn deliver_progress(&self, params: Option<Value>) {
         let Some(mut params) = params else { return };
         let Some(token) = params
             .get("progressToken")
@@ -120,7 +120,6 @@ pub(crate) async fn route_events(
             return;
         };
         match event.method.as_str() {
-            "notifications/progress" => gateway.routes.deliver_progress(event.params),
             "notifications/tools/list_changed"
             | "notifications/prompts/list_changed"
             | "notifications/resources/list_changed" => {

@@ -327,14 +327,18 @@ async fn post(
         .and_then(Value::as_str);
     let header_version =
         single_header(&headers, VERSION_HEADER).map_err(|m| mismatch(m, &message))?;
-    let stateless = method != "initialize"
-        && (meta_version.is_some()
-            || header_version
-                .and_then(ProtocolVersion::parse)
-                .is_some_and(|v| v.era() == Era::Stateless)
-            || header_version.is_some_and(|v| {
-                ProtocolVersion::parse(v).is_none() && headers.get(SESSION_HEADER).is_none()
-            }));
+    // 2026-07-28 when the body or header says so (even for `initialize`, which that era
+    // removed: it then gets "method not found"), or when an unknown version header comes
+    // without a session (so the client learns which versions exist).
+    let says_2026 = meta_version.is_some()
+        || header_version
+            .and_then(ProtocolVersion::parse)
+            .is_some_and(|v| v.era() == Era::Stateless);
+    let unknown_version_without_session = method != "initialize"
+        && header_version.is_some_and(|v| {
+            ProtocolVersion::parse(v).is_none() && headers.get(SESSION_HEADER).is_none()
+        });
+    let stateless = says_2026 || unknown_version_without_session;
 
     if stateless {
         let (version, capabilities) =
@@ -601,13 +605,19 @@ async fn initialize(
     principal: Principal,
     request: RpcRequest,
 ) -> Result<Response, Refusal> {
-    let requested = request
-        .params
-        .as_ref()
-        .and_then(|p| p.get("protocolVersion"))
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let version = ProtocolVersion::negotiate_session(requested);
+    let version = match crate::pipeline::initialize_version(request.params.as_ref()) {
+        Ok(version) => version,
+        Err(error) => {
+            let id = Some(request.id.as_value().clone());
+            return Err(Refusal {
+                status: StatusCode::BAD_REQUEST,
+                error,
+                rule: "initialize",
+                id,
+                extra: None,
+            });
+        }
+    };
     let Some(session) = gw.sessions.create(principal.clone(), version) else {
         return Err(Refusal::new(
             StatusCode::SERVICE_UNAVAILABLE,

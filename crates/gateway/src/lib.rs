@@ -53,7 +53,7 @@ pub struct Gateway {
     pub(crate) authz: Box<dyn Authorizer>,
     pub(crate) audit: AuditLog,
     pub(crate) sessions: session::Sessions,
-    pub(crate) routes: events::Routes,
+    pub(crate) routes: Arc<events::Routes>,
     /// The stdio client, when serving stdio.
     pub(crate) stdio: std::sync::OnceLock<Arc<session::Session>>,
     instance: String,
@@ -68,12 +68,25 @@ impl Gateway {
         audit: AuditLog,
         self_exe: PathBuf,
     ) -> Arc<Gateway> {
+        let routes = Arc::new(events::Routes::default());
         let (events_tx, events_rx) = mpsc::unbounded_channel();
+        // Progress is delivered inline, in order with the responses of the same connection;
+        // everything else goes to the router task.
+        let sink: micromcp_upstream::EventSink = {
+            let routes = routes.clone();
+            Arc::new(move |event: micromcp_upstream::UpstreamEvent| {
+                if event.method == "notifications/progress" {
+                    routes.deliver_progress(event.params);
+                } else {
+                    let _ = events_tx.send(event);
+                }
+            })
+        };
         let services = config
             .services
             .iter()
             .map(|(name, s)| {
-                let upstream = Upstream::start(name, s, &self_exe, events_tx.clone());
+                let upstream = Upstream::start(name, s, &self_exe, sink.clone());
                 (
                     name.clone(),
                     ServiceHandle {
@@ -94,7 +107,7 @@ impl Gateway {
                 config.gateway.separator.clone(),
             )),
             sessions: session::Sessions::new(config.gateway.max_sessions),
-            routes: events::Routes::default(),
+            routes,
             stdio: std::sync::OnceLock::new(),
             config,
             services,

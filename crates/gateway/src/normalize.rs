@@ -56,8 +56,22 @@ pub fn result_for_client(
 
 /// Error codes whose meaning moved between eras.
 pub fn error_for_client(version: ProtocolVersion, mut error: ErrorObject) -> ErrorObject {
-    if version.era() == Era::Stateless && error.code == error_codes::RESOURCE_NOT_FOUND {
-        error.code = error_codes::INVALID_PARAMS;
+    match version.era() {
+        Era::Stateless if error.code == error_codes::RESOURCE_NOT_FOUND => {
+            error.code = error_codes::INVALID_PARAMS
+        }
+        // A 2026 upstream asks for a client capability (to request input mid-call); a
+        // session-era client cannot provide it through the gateway.
+        Era::Session if error.code == error_codes::MISSING_CLIENT_CAPABILITY => {
+            error = ErrorObject::new(
+                error_codes::INVALID_REQUEST,
+                format!(
+                    "the service needs to ask for input during this call, which protocol version {version} cannot express; connect with protocol version 2026-07-28 ({})",
+                    error.message
+                ),
+            );
+        }
+        _ => {}
     }
     error
 }
@@ -104,6 +118,18 @@ mod tests {
         );
         let err = result_for_client(v("2025-11-25"), "tools/call", mrtr).unwrap_err();
         assert_eq!(err.code, error_codes::INVALID_REQUEST);
+    }
+
+    #[test]
+    fn missing_capability_becomes_a_clear_error_for_session_clients() {
+        let e = ErrorObject::new(error_codes::MISSING_CLIENT_CAPABILITY, "needs elicitation");
+        let out = error_for_client(v("2025-11-25"), e.clone());
+        assert_eq!(out.code, error_codes::INVALID_REQUEST);
+        assert!(out.message.contains("2026-07-28"));
+        assert_eq!(
+            error_for_client(v("2026-07-28"), e).code,
+            error_codes::MISSING_CLIENT_CAPABILITY
+        );
     }
 
     #[test]

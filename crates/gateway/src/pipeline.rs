@@ -25,7 +25,7 @@ use micromcp_auth::Principal;
 use micromcp_policy::{Action, Kind};
 use micromcp_protocol::era::supported_versions;
 use micromcp_protocol::{
-    ErrorObject, Notification, ProtocolVersion, Request, RequestId, Response, error_codes,
+    Era, ErrorObject, Notification, ProtocolVersion, Request, RequestId, Response, error_codes,
 };
 use micromcp_upstream::{UpstreamError, scrub_error};
 use serde_json::{Map, Value, json};
@@ -79,13 +79,17 @@ impl Failure {
 
 fn not_available(kind: Kind, public: &str) -> ErrorObject {
     let shown: String = public.chars().take(200).collect();
-    let code = if kind == Kind::Resource {
-        error_codes::RESOURCE_NOT_FOUND
-    } else {
-        error_codes::INVALID_PARAMS
-    };
+    if kind == Kind::Resource {
+        // SEP-2164: say which resource was not found (the client sent it; nothing leaks).
+        let mut error = ErrorObject::new(
+            error_codes::RESOURCE_NOT_FOUND,
+            format!("unknown resource or not permitted: {shown:?}"),
+        );
+        error.data = Some(json!({ "uri": shown }));
+        return error;
+    }
     ErrorObject::new(
-        code,
+        error_codes::INVALID_PARAMS,
         format!("unknown {} or not permitted: {shown:?}", kind.as_str()),
     )
 }
@@ -113,7 +117,15 @@ impl Gateway {
         let response = match outcome {
             Ok(result) => {
                 record.decision = Some(Decision::Allow);
-                record.status = "ok".into();
+                // A multi round-trip request is allowed but not complete yet: say so.
+                let pending_input =
+                    result.get("resultType").and_then(Value::as_str) == Some("input_required");
+                record.status = if pending_input {
+                    "input_required"
+                } else {
+                    "ok"
+                }
+                .into();
                 Response::ok(request.id, result)
             }
             Err(failure) => {
@@ -229,9 +241,28 @@ impl Gateway {
     ) -> Result<Value, Failure> {
         let params = request.params.as_ref();
         let method = request.method.as_str();
+        if caller.version.era() == Era::Stateless && REMOVED_IN_2026.contains(&method) {
+            return Err(Failure::Client(ErrorObject::new(
+                error_codes::METHOD_NOT_FOUND,
+                format!(
+                    "method not found: {method:?} does not exist in protocol version {}",
+                    caller.version
+                ),
+            )));
+        }
         match method {
             // Answered by the gateway itself.
-            "ping" | "logging/setLevel" => Ok(json!({})),
+            "ping" => Ok(json!({})),
+            "logging/setLevel" => {
+                let level = params.and_then(|p| p.get("level")).and_then(Value::as_str);
+                match level {
+                    Some(l) if LOG_LEVELS.contains(&l) => Ok(json!({})),
+                    _ => Err(Failure::invalid_params(format!(
+                        "params.level must be one of {}",
+                        LOG_LEVELS.join(", ")
+                    ))),
+                }
+            }
             "initialize" => Ok(self.initialize_result(caller.version)),
             "server/discover" => Ok(self.discover_result()),
             _ if ListKind::for_method(method).is_some() => {
@@ -580,7 +611,49 @@ impl Gateway {
     }
 }
 
+/// Session-era methods that 2026-07-28 removed: a 2026 request for them is "method not found".
+const REMOVED_IN_2026: [&str; 5] = [
+    "initialize",
+    "ping",
+    "logging/setLevel",
+    "resources/subscribe",
+    "resources/unsubscribe",
+];
+const LOG_LEVELS: [&str; 8] = [
+    "debug",
+    "info",
+    "notice",
+    "warning",
+    "error",
+    "critical",
+    "alert",
+    "emergency",
+];
+
 const INSTRUCTIONS: &str = "micromcp gateway: tools, prompts and resources of several services, named <service>.<name> (resources <service>+<uri>).";
+
+/// Checks `initialize` params (`protocolVersion`, `capabilities`, `clientInfo` are required) and
+/// picks the session-era version to answer with.
+pub(crate) fn initialize_version(params: Option<&Value>) -> Result<ProtocolVersion, ErrorObject> {
+    let requested = params
+        .and_then(|p| p.get("protocolVersion"))
+        .and_then(Value::as_str);
+    let capabilities = params
+        .and_then(|p| p.get("capabilities"))
+        .is_some_and(Value::is_object);
+    let client_info = params
+        .and_then(|p| p.get("clientInfo"))
+        .is_some_and(Value::is_object);
+    match requested {
+        Some(requested) if capabilities && client_info => {
+            Ok(ProtocolVersion::negotiate_session(requested))
+        }
+        _ => Err(ErrorObject::new(
+            error_codes::INVALID_PARAMS,
+            "initialize needs params.protocolVersion (a string), params.capabilities and params.clientInfo (objects)",
+        )),
+    }
+}
 
 fn object_params(request: &Request) -> Result<&Map<String, Value>, Failure> {
     request

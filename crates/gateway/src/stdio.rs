@@ -201,11 +201,7 @@ fn caller_for(
         client_capabilities: None,
     };
     if method == "initialize" {
-        let requested = params
-            .and_then(|p| p.get("protocolVersion"))
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let version = ProtocolVersion::negotiate_session(requested);
+        let version = crate::pipeline::initialize_version(params)?;
         return Ok(Caller { version, ..base });
     }
     let Some(meta_version) = meta_version else {

@@ -2,28 +2,38 @@
 //! proxies, so gateway tests (and curious users) have something predictable to talk to.
 //!
 //! Some tools exist only to provoke the gateway: `slow` (progress + cancellation), `fail`
-//! (tool errors), `env` (proves the child's environment was cleared) and `exit` (crash
-//! supervision). None of them reads files or the network.
+//! (tool errors), `env` (proves the child's environment was cleared), `exit` (crash
+//! supervision) and `confirm` (a 2026-07-28 multi round-trip request: the tool answers
+//! `input_required` and finishes when the call is retried with the user's answer). None of
+//! them reads files or the network.
 
 use std::{
     collections::BTreeSet,
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, SystemTime},
 };
 
 use rmcp::{
     ErrorData, Json, RoleServer, ServerHandler, ServiceExt,
     handler::server::{
-        router::prompt::PromptRouter, router::tool::ToolRouter, wrapper::Parameters,
+        router::prompt::PromptRouter,
+        router::tool::ToolRouter,
+        tool::{InputResponses, RequestState},
+        wrapper::Parameters,
     },
     model::{
-        CallToolResult, CompleteRequestParams, CompleteResult, CompletionInfo, ContentBlock,
-        Implementation, ListResourceTemplatesResult, ListResourcesResult, PaginatedRequestParams,
-        ProgressNotificationParam, PromptMessage, ReadResourceRequestParams, ReadResourceResponse,
-        ReadResourceResult, Reference, Resource, ResourceContents, ResourceTemplate, Role,
-        ServerCapabilities, ServerConfig, SubscribeRequestParams, SubscriptionFilter,
-        UnsubscribeRequestParams,
+        CallToolResponse, CallToolResult, ClientCapabilities, CompleteRequestParams,
+        CompleteResult, CompletionInfo, ContentBlock, ElicitRequest, ElicitRequestParams,
+        ElicitResult, ElicitationAction, ElicitationSchema, Implementation, InputRequest,
+        InputRequests, InputRequiredResult, ListResourceTemplatesResult, ListResourcesResult,
+        PaginatedRequestParams, ProgressNotificationParam, PromptMessage, ProtocolVersion,
+        ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Reference, Resource,
+        ResourceContents, ResourceTemplate, Role, ServerCapabilities, ServerConfig,
+        SubscribeRequestParams, SubscriptionFilter, UnsubscribeRequestParams,
     },
     prompt, prompt_handler, prompt_router,
     schemars::JsonSchema,
@@ -102,6 +112,12 @@ const DEFAULT_SLOW_STEPS: u32 = 5;
 /// More steps than this would only flood the client with progress notifications.
 const MAX_SLOW_STEPS: u32 = 1000;
 const DEFAULT_EXIT_CODE: i32 = 3;
+/// The `inputRequests` key under which `confirm` asks its question.
+const CONFIRM_KEY: &str = "answer";
+/// Every `requestState` that `confirm` hands out starts with this.
+const CONFIRM_STATE_PREFIX: &str = "confirm-";
+/// Numbers the `requestState`s `confirm` hands out, so no two rounds share one.
+static CONFIRM_ROUNDS: AtomicU64 = AtomicU64::new(1);
 
 #[derive(Clone)]
 struct Echo {
@@ -153,6 +169,13 @@ struct FailArgs {
 struct ExitArgs {
     /// Process exit code. Default 3.
     code: Option<i32>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[schemars(crate = "rmcp::schemars")]
+struct ConfirmArgs {
+    /// The yes/no question to put to the user.
+    question: String,
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -256,6 +279,109 @@ impl Echo {
         tracing::warn!(code, "exit tool called; exiting");
         std::process::exit(code)
     }
+
+    /// Asks the user `question` as a yes/no form and returns `confirmed: true|false`, or
+    /// `not confirmed` when the user declines. Needs protocol version 2026-07-28: the first
+    /// call answers `input_required`; retry it with the answer in `inputResponses` and the
+    /// `requestState` echoed.
+    #[tool(annotations(read_only_hint = true))]
+    async fn confirm(
+        &self,
+        Parameters(args): Parameters<ConfirmArgs>,
+        RequestState(state): RequestState,
+        InputResponses(responses): InputResponses,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        // Older peers cannot receive `input_required` (rmcp would turn it into an error that
+        // names its own types); say plainly what is needed instead.
+        let version = ctx.protocol_version();
+        if version
+            .as_ref()
+            .is_none_or(|v| v.as_str() < ProtocolVersion::V_2026_07_28.as_str())
+        {
+            let used = version.map_or_else(|| "unknown".to_owned(), |v| v.as_str().to_owned());
+            return Err(ErrorData::invalid_request(
+                format!(
+                    "confirm asks the user a question during the call, which needs protocol \
+                     version 2026-07-28 end to end; it was reached over protocol version {used}"
+                ),
+                None,
+            ));
+        }
+        // An input request may only use what the client declared for this request. (`{}`
+        // declares form elicitation too: it predates the `form`/`url` split.)
+        let can_elicit_forms = ctx
+            .client_capabilities()
+            .and_then(|caps| caps.elicitation)
+            .is_some_and(|e| e.form.is_some() || e.url.is_none());
+        if !can_elicit_forms {
+            let missing = ErrorData::missing_required_client_capability(
+                ClientCapabilities::builder().enable_elicitation().build(),
+            );
+            return Err(ErrorData::new(
+                missing.code,
+                "confirm asks the user through a form elicitation: call it with protocol \
+                 version 2026-07-28 and declare the elicitation client capability",
+                missing.data,
+            ));
+        }
+        // A retry without our answer (none yet, or the client left it out): ask (again).
+        let Some(answer) = responses.and_then(|mut r| r.remove(CONFIRM_KEY)) else {
+            return Ok(confirm_question(args.question).into());
+        };
+        if !state
+            .as_deref()
+            .is_some_and(|s| s.starts_with(CONFIRM_STATE_PREFIX))
+        {
+            return Err(ErrorData::invalid_params(
+                "the requestState of the question was not echoed; call confirm again without \
+                 inputResponses",
+                None,
+            ));
+        }
+        let answer: ElicitResult = serde_json::from_value(answer).map_err(|err| {
+            ErrorData::invalid_params(format!("inputResponses.{CONFIRM_KEY}: {err}"), None)
+        })?;
+        let text = match answer.action {
+            ElicitationAction::Accept => {
+                let ok = answer
+                    .content
+                    .as_ref()
+                    .and_then(|c| c.get("ok"))
+                    .and_then(serde_json::Value::as_bool)
+                    .ok_or_else(|| {
+                        ErrorData::invalid_params(
+                            format!("inputResponses.{CONFIRM_KEY}.content.ok must be a boolean"),
+                            None,
+                        )
+                    })?;
+                format!("confirmed: {ok}")
+            }
+            // Decline, cancel and any future action: the user did not say yes.
+            _ => "not confirmed".to_owned(),
+        };
+        Ok(CallToolResult::success(vec![ContentBlock::text(text)]).into())
+    }
+}
+
+/// The `input_required` result `confirm` answers first: one form elicitation for a boolean
+/// `ok`, and a fresh `requestState`.
+fn confirm_question(question: String) -> InputRequiredResult {
+    let schema = ElicitationSchema::builder()
+        .required_bool_with("ok", |b| b.description("Yes (true) or no (false)."))
+        .build_unchecked();
+    let request = InputRequest::Elicitation(ElicitRequest::new(
+        ElicitRequestParams::FormElicitationParams {
+            meta: None,
+            message: question,
+            requested_schema: schema,
+        },
+    ));
+    let round = CONFIRM_ROUNDS.fetch_add(1, Ordering::Relaxed);
+    InputRequiredResult::new(
+        Some(InputRequests::from([(CONFIRM_KEY.to_owned(), request)])),
+        Some(format!("{CONFIRM_STATE_PREFIX}{round}")),
+    )
 }
 
 #[prompt_router]
@@ -292,7 +418,7 @@ impl ServerHandler for Echo {
             env!("CARGO_PKG_VERSION"),
         ))
         .with_instructions(
-            "A test server: tools echo, add, now, slow, fail, env and exit behave as named.",
+            "A test server: tools echo, add, now, slow, fail, env, exit and confirm behave as named.",
         )
     }
 

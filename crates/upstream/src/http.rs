@@ -18,10 +18,9 @@ use micromcp_protocol::headers::encode_value;
 use micromcp_protocol::{Message, strict};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
 use crate::{
-    UPSTREAM_SESSION_VERSION, UPSTREAM_STATELESS_VERSION, UpstreamError, UpstreamEvent,
+    EventSink, UPSTREAM_SESSION_VERSION, UPSTREAM_STATELESS_VERSION, UpstreamError, UpstreamEvent,
     client_capabilities, client_info,
 };
 
@@ -42,7 +41,7 @@ pub struct HttpUpstream {
     next_id: AtomicU64,
     session: tokio::sync::Mutex<()>,
     state: Mutex<SessionState>,
-    events: mpsc::UnboundedSender<UpstreamEvent>,
+    events: EventSink,
     /// Becomes true once the first connection attempt has finished (ready or failed).
     started: tokio::sync::watch::Sender<bool>,
 }
@@ -53,7 +52,7 @@ impl HttpUpstream {
         url: String,
         headers: BTreeMap<String, Secret>,
         stateless: bool,
-        events: mpsc::UnboundedSender<UpstreamEvent>,
+        events: EventSink,
     ) -> Arc<Self> {
         let mut map = HeaderMap::new();
         for (k, v) in &headers {
@@ -339,7 +338,7 @@ impl HttpUpstream {
                 Err(self.protocol(format!("response for unexpected id {}", r.id)))
             }
             Message::Notification(n) => {
-                let _ = self.events.send(UpstreamEvent {
+                (self.events)(UpstreamEvent {
                     service: self.name.clone(),
                     method: n.method,
                     params: n.params,

@@ -19,7 +19,6 @@ use std::time::Duration;
 use micromcp_config::{Service, ServiceTransport, UpstreamProtocol};
 use micromcp_protocol::ErrorObject;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
 pub use http::HttpUpstream;
 pub use stdio::StdioUpstream;
@@ -46,6 +45,11 @@ pub struct UpstreamEvent {
     pub method: String,
     pub params: Option<Value>,
 }
+
+/// Receives upstream notifications. It is called inline by the connection's reader, so a
+/// notification (e.g. progress) is handled before any response that follows it on the same
+/// connection: it must not block.
+pub type EventSink = Arc<dyn Fn(UpstreamEvent) + Send + Sync>;
 
 /// The protocol version the gateway speaks to an upstream in the session era.
 pub const UPSTREAM_SESSION_VERSION: &str = "2025-11-25";
@@ -80,12 +84,7 @@ impl std::fmt::Debug for Upstream {
 
 impl Upstream {
     /// Starts the connection (stdio children are spawned and supervised in the background).
-    pub fn start(
-        name: &str,
-        service: &Service,
-        self_exe: &Path,
-        events: mpsc::UnboundedSender<UpstreamEvent>,
-    ) -> Self {
+    pub fn start(name: &str, service: &Service, self_exe: &Path, events: EventSink) -> Self {
         match &service.transport {
             ServiceTransport::Builtin {
                 name: builtin,
@@ -175,7 +174,9 @@ impl Upstream {
 }
 
 /// Turns an upstream JSON-RPC error into one safe to show: code and the first line of the
-/// message (bounded); `data` (often stack traces) is dropped.
+/// Turns an upstream JSON-RPC error into one safe to show: code and the first line of the
+/// message (bounded). `data` (often stack traces) is dropped, except the small, spec-defined
+/// `data` of "missing client capability" and "unsupported version", which clients act on.
 pub fn scrub_error(error: ErrorObject) -> ErrorObject {
     let first_line = error
         .message
@@ -185,9 +186,36 @@ pub fn scrub_error(error: ErrorObject) -> ErrorObject {
         .chars()
         .take(300)
         .collect::<String>();
+    let spec_data = matches!(error.code, -32021 | -32022)
+        && error
+            .data
+            .as_ref()
+            .is_some_and(|d| d.is_object() && d.to_string().len() <= 4096);
     ErrorObject {
         code: error.code,
         message: first_line,
-        data: None,
+        data: if spec_data { error.data } else { None },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrubbing_drops_stack_traces_and_keeps_spec_data() {
+        let mut e = ErrorObject::new(
+            -32603,
+            "boom\n  at Object.<anonymous> (/srv/app/secret/path.js:10:5)",
+        );
+        e.data = Some(json!({"stack": "Traceback (most recent call last): ..."}));
+        let out = scrub_error(e);
+        assert_eq!(out.message, "boom");
+        assert_eq!(out.data, None);
+        let mut e = ErrorObject::new(-32021, "Missing required client capability");
+        e.data = Some(json!({"requiredCapabilities": {"elicitation": {}}}));
+        assert!(scrub_error(e).data.is_some(), "clients act on this data");
+        let long = ErrorObject::new(-32000, "x".repeat(1000));
+        assert_eq!(scrub_error(long).message.len(), 300);
     }
 }

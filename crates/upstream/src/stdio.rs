@@ -22,7 +22,8 @@ use tokio_util::codec::{FramedRead, LinesCodec};
 
 use crate::pending::Pending;
 use crate::{
-    UPSTREAM_SESSION_VERSION, UpstreamError, UpstreamEvent, client_capabilities, client_info,
+    EventSink, UPSTREAM_SESSION_VERSION, UpstreamError, UpstreamEvent, client_capabilities,
+    client_info,
 };
 
 /// Largest message accepted from a child (one line).
@@ -70,7 +71,7 @@ impl StdioUpstream {
         args: Vec<String>,
         cwd: Option<PathBuf>,
         env: BTreeMap<String, Secret>,
-        events: mpsc::UnboundedSender<UpstreamEvent>,
+        events: EventSink,
     ) -> Arc<Self> {
         let (stop, _) = watch::channel(false);
         let (started, _) = watch::channel(false);
@@ -195,11 +196,7 @@ impl Drop for CancelOnDrop {
     }
 }
 
-async fn supervise(
-    this: Arc<StdioUpstream>,
-    launch: Launch,
-    events: mpsc::UnboundedSender<UpstreamEvent>,
-) {
+async fn supervise(this: Arc<StdioUpstream>, launch: Launch, events: EventSink) {
     let mut stop = this.stop.subscribe();
     let mut backoff = MIN_BACKOFF;
     let set_down = |reason: String| *lock(&this.down_reason) = reason;
@@ -274,13 +271,13 @@ async fn supervise(
 }
 
 /// Tells the gateway that a service's lists may have changed (it became ready).
-pub(crate) fn announce_lists_changed(service: &str, events: &mpsc::UnboundedSender<UpstreamEvent>) {
+pub(crate) fn announce_lists_changed(service: &str, events: &EventSink) {
     for method in [
         "notifications/tools/list_changed",
         "notifications/prompts/list_changed",
         "notifications/resources/list_changed",
     ] {
-        let _ = events.send(UpstreamEvent {
+        events(UpstreamEvent {
             service: service.to_owned(),
             method: method.into(),
             params: None,
@@ -354,7 +351,7 @@ fn is_executable(path: &Path) -> bool {
 fn connect(
     service: &str,
     child: &mut Child,
-    events: mpsc::UnboundedSender<UpstreamEvent>,
+    events: EventSink,
 ) -> (Conn, tokio::task::JoinHandle<()>) {
     let (lines_tx, mut lines_rx) = mpsc::unbounded_channel::<String>();
     let pending = Arc::new(Pending::default());
@@ -413,7 +410,7 @@ fn on_line(
     line: &str,
     pending: &Pending,
     out: &mpsc::UnboundedSender<String>,
-    events: &mpsc::UnboundedSender<UpstreamEvent>,
+    events: &EventSink,
 ) {
     if line.trim().is_empty() {
         return;
@@ -431,7 +428,7 @@ fn on_line(
             }
         }
         Ok(Message::Notification(n)) => {
-            let _ = events.send(UpstreamEvent {
+            events(UpstreamEvent {
                 service: service.to_owned(),
                 method: n.method,
                 params: n.params,

@@ -147,7 +147,12 @@ async fn legacy_session_covers_the_protocol_surface() {
         .filter_map(|t| t["name"].as_str())
         .collect();
     names.sort_unstable();
-    assert_eq!(names, ["add", "echo", "env", "exit", "fail", "now", "slow"]);
+    assert_eq!(
+        names,
+        [
+            "add", "confirm", "echo", "env", "exit", "fail", "now", "slow"
+        ]
+    );
     let echo = tools["tools"]
         .as_array()
         .and_then(|t| t.iter().find(|t| t["name"] == "echo"))
@@ -295,5 +300,135 @@ async fn slow_reports_progress_for_the_request_token() {
     assert_eq!(
         response["result"]["content"][0]["text"],
         "done after 2 steps"
+    );
+}
+
+/// A 2026-07-28 `tools/call` with the given params (`_meta` is filled in) and request id;
+/// returns the JSON-RPC response and the HTTP status it came with.
+async fn modern_request(
+    url: &str,
+    id: u64,
+    mut params: Value,
+    capabilities: Value,
+) -> (reqwest::StatusCode, Value) {
+    params["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/clientCapabilities": capabilities,
+    });
+    let name = params["name"].as_str().expect("tool name").to_owned();
+    let response = http_client()
+        .post(url)
+        .header("Accept", "application/json, text/event-stream")
+        .header("MCP-Protocol-Version", MODERN)
+        .header("Mcp-Method", "tools/call")
+        .header("Mcp-Name", name)
+        .json(&json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params}))
+        .send()
+        .await
+        .expect("POST");
+    let status = response.status();
+    let response = if status.is_success() {
+        response_of(&messages(response).await).clone()
+    } else {
+        // Some errors (e.g. a missing client capability) come as HTTP errors with a JSON body.
+        response.json().await.expect("JSON error body")
+    };
+    assert_eq!(response["id"], id);
+    (status, response)
+}
+
+#[tokio::test]
+async fn confirm_is_a_multi_round_trip_request_in_2026() {
+    let url = spawn().await;
+    let elicit = json!({"elicitation": {}});
+    let ask = json!({"name": "confirm", "arguments": {"question": "Ship it?"}});
+
+    let (_, first) = modern_request(&url, 1, ask.clone(), elicit.clone()).await;
+    let result = &first["result"];
+    assert_eq!(result["resultType"], "input_required", "{first}");
+    let request = &result["inputRequests"]["answer"];
+    assert_eq!(request["method"], "elicitation/create", "{first}");
+    assert_eq!(request["params"]["message"], "Ship it?");
+    assert_eq!(
+        request["params"]["requestedSchema"]["properties"]["ok"]["type"],
+        "boolean"
+    );
+    assert_eq!(
+        request["params"]["requestedSchema"]["required"],
+        json!(["ok"])
+    );
+    let state = result["requestState"].as_str().expect("requestState");
+    assert!(result.get("content").is_none(), "{first}");
+
+    // Each question gets its own state.
+    let (_, again) = modern_request(&url, 2, ask.clone(), elicit.clone()).await;
+    assert_ne!(again["result"]["requestState"], state, "{again}");
+
+    let retry = |answer: Value, state: Option<&str>| {
+        let mut params = ask.clone();
+        params["inputResponses"] = json!({"answer": answer});
+        if let Some(state) = state {
+            params["requestState"] = json!(state);
+        }
+        params
+    };
+    for (id, answer, text) in [
+        (
+            3,
+            json!({"action": "accept", "content": {"ok": true}}),
+            "confirmed: true",
+        ),
+        (
+            4,
+            json!({"action": "accept", "content": {"ok": false}}),
+            "confirmed: false",
+        ),
+        (5, json!({"action": "decline"}), "not confirmed"),
+        (6, json!({"action": "cancel"}), "not confirmed"),
+    ] {
+        let (_, done) = modern_request(&url, id, retry(answer, Some(state)), elicit.clone()).await;
+        assert_eq!(done["result"]["resultType"], "complete", "{done}");
+        assert_eq!(done["result"]["content"][0]["text"], text, "{done}");
+    }
+
+    // Responses without the question's key: asked again, not an error.
+    let mut other = ask.clone();
+    other["inputResponses"] = json!({"unrelated": {"action": "accept"}});
+    other["requestState"] = json!(state);
+    let (_, asked) = modern_request(&url, 7, other, elicit.clone()).await;
+    assert_eq!(asked["result"]["resultType"], "input_required", "{asked}");
+
+    // An answer whose state was dropped, or whose content is malformed, is invalid params.
+    let accept = json!({"action": "accept", "content": {"ok": true}});
+    let (_, no_state) = modern_request(&url, 8, retry(accept.clone(), None), elicit.clone()).await;
+    assert_eq!(no_state["error"]["code"], -32602, "{no_state}");
+    let bad = json!({"action": "accept", "content": {"ok": "yes"}});
+    let (_, malformed) = modern_request(&url, 9, retry(bad, Some(state)), elicit.clone()).await;
+    assert_eq!(malformed["error"]["code"], -32602, "{malformed}");
+
+    // A client that cannot answer an elicitation is told which capability is missing.
+    let (status, unable) = modern_request(&url, 10, ask, json!({})).await;
+    assert_eq!(status, reqwest::StatusCode::BAD_REQUEST);
+    assert_eq!(unable["error"]["code"], -32021, "{unable}");
+    assert!(
+        unable["error"]["data"].to_string().contains("elicitation"),
+        "{unable}"
+    );
+}
+
+#[tokio::test]
+async fn confirm_tells_session_era_clients_to_use_2026() {
+    let (client, _) = LegacySession::start(spawn().await).await;
+    let body = json!({
+        "jsonrpc": "2.0", "id": 5, "method": "tools/call",
+        "params": {"name": "confirm", "arguments": {"question": "Ship it?"}}
+    });
+    let messages = messages(client.post(body).await).await;
+    let error = &response_of(&messages)["error"];
+    assert_eq!(error["code"], -32600, "{error}");
+    let message = error["message"].as_str().expect("message");
+    assert!(
+        message.contains("2026-07-28") && message.contains("2025-11-25"),
+        "{message}"
     );
 }

@@ -33,23 +33,24 @@ pub struct ListKind {
 
 impl ListKind {
     pub fn for_method(method: &str) -> Option<ListKind> {
-        let (items, id, kind, capability) = match method {
-            "tools/list" => ("tools", "name", Kind::Tool, "tools"),
-            "prompts/list" => ("prompts", "name", Kind::Prompt, "prompts"),
-            "resources/list" => ("resources", "uri", Kind::Resource, "resources"),
+        let (method, items, id, kind, capability) = match method {
+            "tools/list" => ("tools/list", "tools", "name", Kind::Tool, "tools"),
+            "prompts/list" => ("prompts/list", "prompts", "name", Kind::Prompt, "prompts"),
+            "resources/list" => (
+                "resources/list",
+                "resources",
+                "uri",
+                Kind::Resource,
+                "resources",
+            ),
             "resources/templates/list" => (
+                "resources/templates/list",
                 "resourceTemplates",
                 "uriTemplate",
                 Kind::Resource,
                 "resources",
             ),
             _ => return None,
-        };
-        let method = match method {
-            "tools/list" => "tools/list",
-            "prompts/list" => "prompts/list",
-            "resources/list" => "resources/list",
-            _ => "resources/templates/list",
         };
         Some(ListKind {
             method,

@@ -250,6 +250,10 @@ impl Gateway {
                 ),
             )));
         }
+        // Merged across services.
+        if let Some(list) = ListKind::for_method(method) {
+            return self.list(caller, list, params).await;
+        }
         match method {
             // Answered by the gateway itself.
             "ping" => Ok(json!({})),
@@ -265,10 +269,6 @@ impl Gateway {
             }
             "initialize" => Ok(self.initialize_result(caller.version)),
             "server/discover" => Ok(self.discover_result()),
-            _ if ListKind::for_method(method).is_some() => {
-                let list = ListKind::for_method(method).ok_or(Failure::Cancelled)?;
-                self.list(caller, list, params).await
-            }
             // Routed to one service.
             "tools/call" => self.forward(caller, request, Kind::Tool, record).await,
             "prompts/get" => self.forward(caller, request, Kind::Prompt, record).await,

@@ -445,6 +445,15 @@ impl Gateway {
             .as_ref()
             .ok_or_else(|| Failure::invalid_params("subscriptions need a session"))?;
         let (service, uri) = self.authorized_target(caller, Kind::Resource, public, record)?;
+        if service.upstream.is_stateless() {
+            return Err(Failure::Client(ErrorObject::new(
+                error_codes::METHOD_NOT_FOUND,
+                format!(
+                    "service {:?} speaks protocol version 2026-07-28, which has no per-resource subscriptions",
+                    service.name
+                ),
+            )));
+        }
         let changed = if subscribe {
             lock(&session.subscriptions).insert(public.to_owned())
         } else {

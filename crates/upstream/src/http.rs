@@ -345,8 +345,37 @@ impl HttpUpstream {
                 });
                 Ok(None)
             }
-            Message::Request(_) => Ok(None),
+            Message::Request(request) => {
+                self.answer_server_request(request);
+                Ok(None)
+            }
         }
+    }
+
+    /// Server-to-client requests (sampling, elicitation, roots) cannot be attributed to one
+    /// client over a shared connection: answer them here so the upstream never waits.
+    fn answer_server_request(&self, request: micromcp_protocol::Request) {
+        let response = crate::answer_server_request(request);
+        let mut post = self
+            .client
+            .post(&self.url)
+            .headers(self.headers.clone())
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .body(response.to_value().to_string());
+        if !self.stateless {
+            post = post.header("mcp-protocol-version", UPSTREAM_SESSION_VERSION);
+            if let Some(session) = self.lock().id.clone() {
+                post = post.header("mcp-session-id", session);
+            }
+        }
+        tokio::spawn(async move {
+            let _ = post.send().await;
+        });
+    }
+
+    pub fn is_stateless(&self) -> bool {
+        self.stateless
     }
 
     fn protocol(&self, reason: impl Into<String>) -> UpstreamError {

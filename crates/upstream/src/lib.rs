@@ -156,6 +156,11 @@ impl Upstream {
         let _ = tokio::time::timeout(limit, started.wait_for(|s| *s)).await;
     }
 
+    /// Whether the gateway speaks the stateless 2026-07-28 era to this upstream.
+    pub fn is_stateless(&self) -> bool {
+        matches!(self, Upstream::Http(h) if h.is_stateless())
+    }
+
     /// The upstream's advertised capabilities, once connected.
     pub fn capabilities(&self) -> Option<Value> {
         match self {
@@ -173,10 +178,27 @@ impl Upstream {
     }
 }
 
+/// The gateway's answer to a server-to-client request from an upstream. Such requests
+/// (sampling, elicitation) cannot be attributed to one client over a shared connection, so
+/// only `ping` and an empty `roots/list` are answered; the rest get "method not found" at once.
+pub fn answer_server_request(request: micromcp_protocol::Request) -> micromcp_protocol::Response {
+    use micromcp_protocol::{ErrorObject, Response, error_codes};
+    match request.method.as_str() {
+        "ping" => Response::ok(request.id, json!({})),
+        "roots/list" => Response::ok(request.id, json!({ "roots": [] })),
+        _ => Response::err(
+            request.id,
+            ErrorObject::new(
+                error_codes::METHOD_NOT_FOUND,
+                "not available through the micromcp gateway",
+            ),
+        ),
+    }
+}
+
 /// Turns an upstream JSON-RPC error into one safe to show: code and the first line of the
-/// Turns an upstream JSON-RPC error into one safe to show: code and the first line of the
-/// message (bounded). `data` (often stack traces) is dropped, except the small, spec-defined
-/// `data` of "missing client capability" and "unsupported version", which clients act on.
+/// message (bounded). `data` (often stack traces) is dropped, except small, spec-defined `data`
+/// that clients act on.
 pub fn scrub_error(error: ErrorObject) -> ErrorObject {
     let first_line = error
         .message
@@ -186,11 +208,20 @@ pub fn scrub_error(error: ErrorObject) -> ErrorObject {
         .chars()
         .take(300)
         .collect::<String>();
-    let spec_data = matches!(error.code, -32021 | -32022)
-        && error
-            .data
-            .as_ref()
-            .is_some_and(|d| d.is_object() && d.to_string().len() <= 4096);
+    // Small, spec-defined `data` that clients act on: required capabilities (-32021), supported
+    // versions (-32022), and the URI of a resource not found (SEP-2164).
+    let small_object = error
+        .data
+        .as_ref()
+        .is_some_and(|d| d.is_object() && d.to_string().len() <= 4096);
+    let only_uri = error
+        .data
+        .as_ref()
+        .and_then(Value::as_object)
+        .is_some_and(|o| o.len() == 1 && o.get("uri").is_some_and(Value::is_string));
+    let spec_data = small_object
+        && (matches!(error.code, -32021 | -32022)
+            || (matches!(error.code, -32002 | -32602) && only_uri));
     ErrorObject {
         code: error.code,
         message: first_line,
@@ -217,5 +248,11 @@ mod tests {
         assert!(scrub_error(e).data.is_some(), "clients act on this data");
         let long = ErrorObject::new(-32000, "x".repeat(1000));
         assert_eq!(scrub_error(long).message.len(), 300);
+        let mut e = ErrorObject::new(-32602, "Resource not found");
+        e.data = Some(json!({"uri": "test://nope"}));
+        assert_eq!(scrub_error(e).data, Some(json!({"uri": "test://nope"})));
+        let mut e = ErrorObject::new(-32602, "Resource not found");
+        e.data = Some(json!({"uri": "test://nope", "trace": "…"}));
+        assert_eq!(scrub_error(e).data, None, "only a bare uri is passed on");
     }
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use micromcp_config::Secret;
-use micromcp_protocol::{Message, Response, strict};
+use micromcp_protocol::{Message, strict};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
@@ -435,20 +435,7 @@ fn on_line(
             });
         }
         Ok(Message::Request(r)) => {
-            // Server-to-client requests cannot be attributed to one client over a shared
-            // connection; answer them here.
-            let response = match r.method.as_str() {
-                "ping" => Response::ok(r.id, json!({})),
-                "roots/list" => Response::ok(r.id, json!({ "roots": [] })),
-                _ => Response::err(
-                    r.id,
-                    micromcp_protocol::ErrorObject::new(
-                        micromcp_protocol::error_codes::METHOD_NOT_FOUND,
-                        "not available through the micromcp gateway",
-                    ),
-                ),
-            };
-            let _ = out.send(response.to_value().to_string());
+            let _ = out.send(crate::answer_server_request(r).to_value().to_string());
         }
         Err(e) => tracing::warn!(service, "ignoring a line that is not JSON-RPC: {e}"),
     }

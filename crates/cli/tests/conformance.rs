@@ -238,6 +238,11 @@ fn read_checks(dir: &Path) -> (BTreeMap<String, (usize, usize)>, Vec<String>) {
                         check["errorMessage"].as_str().unwrap_or("")
                     ));
                 }
+                // SHOULD-level findings: not counted as failures, but shown.
+                Some("WARNING") => eprintln!(
+                    "  WARNING {scenario}:{}",
+                    check["id"].as_str().unwrap_or("?")
+                ),
                 _ => {}
             }
         }

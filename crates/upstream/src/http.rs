@@ -158,6 +158,8 @@ impl HttpUpstream {
                     Ok(()) => {
                         tracing::info!(service = %upstream.name, "service is ready");
                         crate::stdio::announce_lists_changed(&upstream.name, &upstream.events);
+                        drop(upstream);
+                        listen_for_changes(this).await;
                         return;
                     }
                     Err(e) => tracing::warn!(service = %upstream.name, "not reachable yet: {e}"),
@@ -352,6 +354,42 @@ impl HttpUpstream {
         }
     }
 
+    /// Opens the stream on which the upstream announces list changes: the session's GET stream
+    /// (2025-11-25) or `subscriptions/listen` (2026-07-28). `None` if the upstream offers none.
+    async fn open_notification_stream(&self) -> Option<reqwest::Response> {
+        let request = if self.stateless {
+            let body = json!({ "jsonrpc": "2.0", "id": 0, "method": "subscriptions/listen", "params": {
+                "notifications": { "toolsListChanged": true, "promptsListChanged": true, "resourcesListChanged": true },
+                "_meta": {
+                    "io.modelcontextprotocol/protocolVersion": UPSTREAM_STATELESS_VERSION,
+                    "io.modelcontextprotocol/clientCapabilities": client_capabilities(),
+                    "io.modelcontextprotocol/clientInfo": client_info(),
+                },
+            }});
+            self.client
+                .post(&self.url)
+                .header("accept", "application/json, text/event-stream")
+                .header("content-type", "application/json")
+                .header("mcp-protocol-version", UPSTREAM_STATELESS_VERSION)
+                .header("mcp-method", "subscriptions/listen")
+                .body(body.to_string())
+        } else {
+            let session = self.lock().id.clone()?;
+            self.client
+                .get(&self.url)
+                .header("accept", "text/event-stream")
+                .header("mcp-protocol-version", UPSTREAM_SESSION_VERSION)
+                .header("mcp-session-id", session)
+        };
+        let response = request.headers(self.headers.clone()).send().await.ok()?;
+        let is_stream = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with("text/event-stream"));
+        (response.status().is_success() && is_stream).then_some(response)
+    }
+
     /// Server-to-client requests (sampling, elicitation, roots) cannot be attributed to one
     /// client over a shared connection: answer them here so the upstream never waits.
     fn answer_server_request(&self, request: micromcp_protocol::Request) {
@@ -387,6 +425,36 @@ impl HttpUpstream {
 }
 
 const SESSION_EXPIRED: &str = "session expired";
+
+/// Keeps a notification stream open to the upstream for as long as it exists, so its list
+/// changes reach clients; reconnects with backoff. Upstreams without such a stream are left alone.
+async fn listen_for_changes(this: std::sync::Weak<HttpUpstream>) {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let Some(upstream) = this.upgrade() else {
+            return;
+        };
+        let Some(response) = upstream.open_notification_stream().await else {
+            tracing::debug!(service = %upstream.name, "the service offers no notification stream");
+            return;
+        };
+        drop(upstream);
+        let mut events = sse_stream::SseStream::from_bytes_stream(response.bytes_stream());
+        while let Some(Ok(event)) = events.next().await {
+            let Some(upstream) = this.upgrade() else {
+                return;
+            };
+            let Some(data) = event.data.filter(|d| !d.trim().is_empty()) else {
+                continue;
+            };
+            // Responses (e.g. the end of a listen stream) carry nothing to pass on.
+            let _ = upstream.on_message(data.as_bytes(), 0);
+            backoff = Duration::from_secs(1);
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
 
 /// `Mcp-Name` for the methods that carry one.
 fn mcp_name(method: &str, params: Option<&Value>) -> Option<String> {

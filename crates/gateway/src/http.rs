@@ -68,6 +68,11 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // No Nagle delay: SSE events and small JSON answers must leave at once (with Nagle and the
+    // peer's delayed ACK, a response written in pieces stalls for ~40 ms).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router(gateway))
         .with_graceful_shutdown(shutdown)
         .await

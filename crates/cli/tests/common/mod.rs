@@ -12,6 +12,25 @@ use serde_json::{Value, json};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_micromcp");
 
+pub const INSTALL_HINT: &str = "run ./scripts/install-test-tools (./scripts/test does it)";
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    root.canonicalize().unwrap_or(root)
+}
+
+/// A file under `.tools` (installed by scripts/install-test-tools), which must exist.
+pub fn tool(rel: &str) -> PathBuf {
+    let path = workspace().join(".tools").join(rel);
+    assert!(
+        path.exists(),
+        "{} is missing: {INSTALL_HINT}",
+        path.display()
+    );
+    path
+}
+
 pub struct Token {
     pub token: String,
     pub hash: String,

@@ -57,6 +57,12 @@ enum Service {
         #[arg(long)]
         http: Option<SocketAddr>,
     },
+    /// Read-only files beneath one or more roots: list, read, stat, find, search.
+    Fs(micromcp_fs::FsArgs),
+    /// fetch_text of http(s) URLs under a domain allowlist, refusing internal addresses.
+    Fetch(micromcp_fetch::FetchArgs),
+    /// Semantic search over a folder of documents, filtered by the caller's tenant and clearance.
+    Vector(micromcp_vector::VectorArgs),
 }
 
 #[derive(Subcommand)]
@@ -100,12 +106,17 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Gateway { config, stdio } => gateway(&config, stdio).await,
-        Command::Serve {
-            service: Service::Echo { http },
-        } => {
+        Command::Serve { service } => {
             // Services are children of the gateway, which relays their stderr: keep it quiet.
             init_logging("warn");
-            micromcp_services::run_echo(micromcp_services::EchoOptions { http }).await?;
+            match service {
+                Service::Echo { http } => {
+                    micromcp_services::run_echo(micromcp_services::EchoOptions { http }).await?;
+                }
+                Service::Fs(args) => micromcp_fs::run(args).await?,
+                Service::Fetch(args) => micromcp_fetch::run(args).await?,
+                Service::Vector(args) => micromcp_vector::run(args).await?,
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Config {

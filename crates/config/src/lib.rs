@@ -138,6 +138,8 @@ pub enum ServiceTransport {
     Builtin {
         name: String,
         args: Vec<String>,
+        /// The config file's folder, so relative paths in `args` mean what they say there.
+        cwd: PathBuf,
         env: BTreeMap<String, Secret>,
     },
     /// Any stdio MCP server. Nothing of the gateway's environment is inherited but `env`.
@@ -155,7 +157,7 @@ pub enum ServiceTransport {
 }
 
 /// Built-in services that `builtin = "<name>"` may name.
-pub const BUILTIN_SERVICES: [&str; 1] = ["echo"];
+pub const BUILTIN_SERVICES: [&str; 4] = ["echo", "fs", "fetch", "vector"];
 
 impl Config {
     /// Reads, validates and resolves a config file, reporting every problem at once.

@@ -351,6 +351,7 @@ fn service(
         ServiceTransport::Builtin {
             name: name.clone(),
             args: s.args.clone().unwrap_or_default(),
+            cwd: base_dir.to_owned(),
             env: env(e),
         }
     } else if let Some(command) = &s.command {

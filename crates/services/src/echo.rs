@@ -18,7 +18,7 @@ use std::{
 };
 
 use rmcp::{
-    ErrorData, Json, RoleServer, ServerHandler, ServiceExt,
+    ErrorData, Json, RoleServer, ServerHandler,
     handler::server::{
         router::prompt::PromptRouter,
         router::tool::ToolRouter,
@@ -37,12 +37,8 @@ use rmcp::{
     },
     prompt, prompt_handler, prompt_router,
     schemars::JsonSchema,
-    service::{RequestContext, ServerInitializeError},
+    service::RequestContext,
     tool, tool_handler, tool_router,
-    transport::{
-        StreamableHttpServerConfig, StreamableHttpService,
-        streamable_http_server::session::local::LocalSessionManager,
-    },
 };
 use serde::{Deserialize, Serialize};
 
@@ -57,52 +53,14 @@ pub struct EchoOptions {
 }
 
 /// Runs the echo service until stdin closes (stdio) or forever (HTTP at `http://ADDR/mcp`).
-///
-/// Logs go to stderr only: in stdio mode stdout carries the protocol.
 pub async fn run_echo(opts: EchoOptions) -> anyhow::Result<()> {
-    match opts.http {
-        Some(addr) => serve_http(addr).await,
-        None => serve_stdio().await,
-    }
+    crate::serve(Echo::new(), opts.http).await
 }
 
-async fn serve_stdio() -> anyhow::Result<()> {
-    let running = match Echo::new().serve(rmcp::transport::stdio()).await {
-        Ok(running) => running,
-        // A client that hangs up before initializing is a normal end, not a failure.
-        Err(ServerInitializeError::ConnectionClosed(_)) => return Ok(()),
-        Err(err) => return Err(err.into()),
-    };
-    running.waiting().await?;
-    Ok(())
-}
-
-async fn serve_http(addr: SocketAddr) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    // Print the real address: with port 0 the caller learns the port only from this line.
-    eprintln!("listening on http://{}/mcp", listener.local_addr()?);
-    // No Nagle delay: rmcp writes SSE answers in pieces, which would stall ~40 ms each.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, http_router()).await?;
-    Ok(())
-}
-
-/// The HTTP app: Streamable HTTP at `/mcp`.
-///
-/// rmcp's defaults are what we want: 2025-era clients get sessions, 2026-07-28 requests are
-/// always served statelessly, and only loopback `Host` headers are accepted (DNS rebinding).
+/// The HTTP app, for in-process tests.
+#[cfg(test)]
 fn http_router() -> axum::Router {
-    // One handler per session, sharing the subscription set so every session sees the same
-    // state (it is one process serving one gateway).
-    let echo = Echo::new();
-    let service = StreamableHttpService::new(
-        move || Ok(echo.clone()),
-        Arc::new(LocalSessionManager::default()),
-        StreamableHttpServerConfig::default(),
-    );
-    axum::Router::new().nest_service("/mcp", service)
+    crate::serve::http_router(Echo::new())
 }
 
 const README_URI: &str = "echo://readme";

@@ -9,5 +9,7 @@
 //!   surface (tools, progress, cancellation, errors, resources, prompts, completion).
 
 mod echo;
+mod serve;
 
 pub use echo::{EchoOptions, run_echo};
+pub use serve::{http_router, serve};

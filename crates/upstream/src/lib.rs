@@ -89,6 +89,7 @@ impl Upstream {
             ServiceTransport::Builtin {
                 name: builtin,
                 args,
+                cwd,
                 env,
             } => {
                 let mut all = vec!["serve".to_owned(), builtin.clone()];
@@ -98,7 +99,7 @@ impl Upstream {
                     name,
                     program,
                     all,
-                    None,
+                    Some(cwd.clone()),
                     env.clone(),
                     events,
                 ))

@@ -1,0 +1,391 @@
+//! Incremental indexing on a real folder and a real SQLite file.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    path::Path,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
+};
+
+use super::*;
+use crate::{
+    embed::{BoxFuture, EmbedError, HashEmbedder},
+    identity::CallerIdentity,
+    query::{Scope, SearchFilter},
+    store::SqliteStore,
+};
+
+/// The real hashing embedder, recording every text it is asked to embed.
+struct Recording {
+    inner: HashEmbedder,
+    texts: Mutex<Vec<String>>,
+}
+
+impl Recording {
+    fn new(inner: HashEmbedder) -> Self {
+        Self {
+            inner,
+            texts: Mutex::default(),
+        }
+    }
+
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.texts.lock().expect("lock"))
+    }
+}
+
+impl Embedder for Recording {
+    fn identity(&self) -> String {
+        self.inner.identity()
+    }
+
+    fn dimension(&self) -> usize {
+        self.inner.dimension()
+    }
+
+    fn embed<'a>(
+        &'a self,
+        texts: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<Vec<f32>>, EmbedError>> {
+        self.texts
+            .lock()
+            .expect("lock")
+            .extend(texts.iter().cloned());
+        self.inner.embed(texts)
+    }
+}
+
+fn settings(docs: &Path) -> IndexSettings {
+    IndexSettings {
+        docs: docs.to_path_buf(),
+        default_tenant: None,
+        default_classification: Classification::Restricted,
+        chunk: ChunkOptions::default(),
+        max_file_bytes: 1024 * 1024,
+    }
+}
+
+fn write(docs: &Path, rel: &str, text: &str) {
+    let path = docs.join(rel);
+    fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    fs::write(path, text).expect("write");
+}
+
+fn labelled(tenant: &str, classification: &str, body: &str) -> String {
+    format!("---\ntenant: {tenant}\nclassification: {classification}\n---\n{body}\n")
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    docs: std::path::PathBuf,
+    store: SqliteStore,
+    embedder: Recording,
+    progress: Progress,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let docs = dir.path().join("docs");
+        fs::create_dir(&docs).expect("mkdir");
+        let store = SqliteStore::open(&dir.path().join("index.sqlite3")).expect("open");
+        Self {
+            _dir: dir,
+            docs,
+            store,
+            embedder: Recording::new(HashEmbedder::default()),
+            progress: Progress::default(),
+        }
+    }
+
+    async fn index(&self, settings: &IndexSettings) -> IndexReport {
+        index_folder(settings, &self.store, &self.embedder, &self.progress)
+            .await
+            .expect("index")
+    }
+
+    /// Paths of every chunk `tenant` at `restricted` sees for `query`.
+    async fn search(&self, tenant: &str, query: &str) -> Vec<(String, String)> {
+        let caller = CallerIdentity {
+            tenant: tenant.to_owned(),
+            clearance: Classification::Restricted,
+        };
+        let vector = HashEmbedder::default().embed_one(query);
+        self.store
+            .search(vector, Scope::new(&caller, &SearchFilter::default()), 50)
+            .await
+            .expect("search")
+            .into_iter()
+            .map(|hit| (hit.path, hit.text))
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn only_touched_modified_and_deleted_files_are_reprocessed() {
+    let f = Fixture::new();
+    write(
+        &f.docs,
+        "a.md",
+        &labelled("acme", "public", "# Alpha\nApples grow on trees."),
+    );
+    write(
+        &f.docs,
+        "sub/b.md",
+        &labelled("acme", "public", "Bananas are yellow."),
+    );
+    write(
+        &f.docs,
+        "c.txt",
+        &labelled("acme", "public", "Cherries are red."),
+    );
+    let s = settings(&f.docs);
+
+    let first = f.index(&s).await;
+    assert_eq!(first.embedded, ["a.md", "c.txt", "sub/b.md"]);
+    assert_eq!(f.embedder.take().len(), 3);
+    assert_eq!(f.progress.snapshot(), None, "pass finished");
+
+    // Nothing changed: nothing read, nothing embedded.
+    let second = f.index(&s).await;
+    assert_eq!((second.unchanged, second.embedded.len()), (3, 0));
+    assert!(f.embedder.take().is_empty());
+
+    // Touch: new mtime, same bytes: recorded, not re-embedded.
+    let file = fs::File::options()
+        .write(true)
+        .open(f.docs.join("a.md"))
+        .expect("open");
+    file.set_modified(SystemTime::now() + Duration::from_secs(5))
+        .expect("touch");
+    let touched = f.index(&s).await;
+    assert_eq!(touched.touched, ["a.md"]);
+    assert!(touched.embedded.is_empty());
+    assert!(f.embedder.take().is_empty());
+    assert_eq!(f.index(&s).await.unchanged, 3, "the new mtime was stored");
+
+    // Modify: only that file is re-chunked and re-embedded; the old text is gone.
+    write(
+        &f.docs,
+        "sub/b.md",
+        &labelled("acme", "public", "Blueberries are blue."),
+    );
+    let modified = f.index(&s).await;
+    assert_eq!(modified.embedded, ["sub/b.md"]);
+    let texts = f.embedder.take();
+    assert_eq!(texts.len(), 1);
+    assert!(texts[0].contains("Blueberries"), "{texts:?}");
+    let hits = f.search("acme", "bananas blueberries").await;
+    assert!(hits.iter().any(|(_, t)| t.contains("Blueberries")));
+    assert!(!hits.iter().any(|(_, t)| t.contains("Bananas")), "{hits:?}");
+
+    // Delete: removed, nothing embedded.
+    fs::remove_file(f.docs.join("c.txt")).expect("rm");
+    let deleted = f.index(&s).await;
+    assert_eq!(deleted.removed, ["c.txt"]);
+    assert!(f.embedder.take().is_empty());
+    assert!(
+        !f.search("acme", "cherries")
+            .await
+            .iter()
+            .any(|(p, _)| p == "c.txt")
+    );
+}
+
+#[tokio::test]
+async fn a_new_embedder_or_new_defaults_reindex_everything() {
+    let f = Fixture::new();
+    write(&f.docs, "a.md", &labelled("acme", "public", "Apples."));
+    write(&f.docs, "b.md", &labelled("acme", "public", "Bananas."));
+    let s = settings(&f.docs);
+    f.index(&s).await;
+    f.embedder.take();
+
+    let other = Recording::new(HashEmbedder::new(256));
+    let report = index_folder(&s, &f.store, &other, &f.progress)
+        .await
+        .expect("index");
+    assert!(report.reset);
+    assert_eq!(report.embedded.len(), 2);
+    assert_eq!(other.take().len(), 2);
+
+    let mut relabelled = s.clone();
+    relabelled.default_classification = Classification::Public;
+    let report = index_folder(&relabelled, &f.store, &other, &f.progress)
+        .await
+        .expect("index");
+    assert!(
+        report.reset,
+        "changing a labelling default re-labels everything"
+    );
+    assert_eq!(report.embedded.len(), 2);
+}
+
+#[tokio::test]
+async fn unlabelled_or_malformed_documents_fail_closed() {
+    let f = Fixture::new();
+    write(
+        &f.docs,
+        "no-tenant.md",
+        "---\nclassification: public\n---\nOrphan text.\n",
+    );
+    write(
+        &f.docs,
+        "bad.md",
+        "---\ntenant: acme\nclassification: top-secret\n---\nText.\n",
+    );
+    write(
+        &f.docs,
+        "no-class.md",
+        "---\ntenant: acme\n---\nUnclassified text.\n",
+    );
+    write(&f.docs, "plain.txt", "No front matter at all.\n");
+    write(&f.docs, "notes.pdf", "not a document type we index");
+    write(
+        &f.docs,
+        ".hidden/x.md",
+        &labelled("acme", "public", "hidden"),
+    );
+    let report = f.index(&settings(&f.docs)).await;
+    assert_eq!(report.embedded, ["no-class.md"]);
+    let reasons: BTreeMap<&str, &str> = report
+        .skipped
+        .iter()
+        .map(|(p, r)| (p.as_str(), r.as_str()))
+        .collect();
+    assert!(
+        reasons["no-tenant.md"].contains("visible to nobody"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons["plain.txt"].contains("visible to nobody"),
+        "{reasons:?}"
+    );
+    assert!(reasons["bad.md"].contains("line 3"), "{reasons:?}");
+    assert!(
+        reasons["bad.md"].contains("unknown classification"),
+        "{reasons:?}"
+    );
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+
+    // Missing classification counts as restricted.
+    let caller = CallerIdentity {
+        tenant: "acme".to_owned(),
+        clearance: Classification::Confidential,
+    };
+    let vector = HashEmbedder::default().embed_one("unclassified text");
+    let hits = f
+        .store
+        .search(
+            vector.clone(),
+            Scope::new(&caller, &SearchFilter::default()),
+            5,
+        )
+        .await
+        .expect("search");
+    assert!(
+        hits.is_empty(),
+        "confidential clearance saw a restricted doc: {hits:?}"
+    );
+
+    // With a default tenant, unlabelled documents belong to it.
+    let mut with_default = settings(&f.docs);
+    with_default.default_tenant = Some("acme".to_owned());
+    let report = f.index(&with_default).await;
+    assert!(
+        report.embedded.contains(&"plain.txt".to_owned()),
+        "{report:?}"
+    );
+    assert!(
+        report.embedded.contains(&"no-tenant.md".to_owned()),
+        "{report:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_document_that_becomes_malformed_is_withdrawn() {
+    let f = Fixture::new();
+    write(&f.docs, "a.md", &labelled("acme", "public", "Apples."));
+    let s = settings(&f.docs);
+    f.index(&s).await;
+    assert_eq!(f.search("acme", "apples").await.len(), 1);
+    write(
+        &f.docs,
+        "a.md",
+        "---\ntenant: acme\nclassification: publik\n---\nApples.\n",
+    );
+    let report = f.index(&s).await;
+    assert_eq!(report.skipped.len(), 1);
+    assert!(
+        f.search("acme", "apples").await.is_empty(),
+        "old labels outlived the file"
+    );
+}
+
+#[tokio::test]
+async fn a_relabelled_document_moves_tenant_at_once() {
+    let f = Fixture::new();
+    write(
+        &f.docs,
+        "a.md",
+        &labelled("acme", "public", "Quarterly numbers."),
+    );
+    let s = settings(&f.docs);
+    f.index(&s).await;
+    write(
+        &f.docs,
+        "a.md",
+        &labelled("globex", "public", "Quarterly numbers."),
+    );
+    f.index(&s).await;
+    assert!(f.search("acme", "quarterly numbers").await.is_empty());
+    assert_eq!(f.search("globex", "quarterly numbers").await.len(), 1);
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn symlinks_are_not_followed() {
+    let f = Fixture::new();
+    let outside = f.docs.parent().expect("parent").join("outside.md");
+    fs::write(
+        &outside,
+        labelled("acme", "public", "Secret outside the folder."),
+    )
+    .expect("write");
+    std::os::unix::fs::symlink(&outside, f.docs.join("link.md")).expect("symlink");
+    let report = f.index(&settings(&f.docs)).await;
+    assert!(report.embedded.is_empty());
+    assert_eq!(report.skipped[0].0, "link.md");
+    assert!(f.search("acme", "secret outside").await.is_empty());
+}
+
+#[tokio::test]
+async fn oversized_files_are_skipped() {
+    let f = Fixture::new();
+    write(
+        &f.docs,
+        "big.md",
+        &labelled("acme", "public", &"word ".repeat(100)),
+    );
+    let mut s = settings(&f.docs);
+    s.max_file_bytes = 100;
+    let report = f.index(&s).await;
+    assert!(
+        report.skipped[0].1.contains("--max-file-bytes"),
+        "{report:?}"
+    );
+    assert!(f.embedder.take().is_empty());
+}
+
+#[test]
+fn progress_is_reported_only_while_running() {
+    let progress = Arc::new(Progress::default());
+    assert_eq!(progress.snapshot(), None);
+    progress.start();
+    progress.total.store(10, Ordering::SeqCst);
+    progress.done.store(4, Ordering::SeqCst);
+    assert_eq!(progress.snapshot(), Some((4, 10)));
+    progress.finish();
+    assert_eq!(progress.snapshot(), None);
+}

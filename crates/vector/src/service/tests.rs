@@ -1,0 +1,307 @@
+//! The `search` tool over real Streamable HTTP, driven with raw JSON-RPC (2026-07-28,
+//! stateless) so the tests pin what the gateway sees on the wire.
+
+use std::{path::Path, sync::Arc};
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::{
+    embed::HashEmbedder,
+    identity::{CallerIdentity, StaticIdentity},
+    index::{IndexSettings, index_folder},
+    labels::Classification,
+    store::SqliteStore,
+};
+
+const MODERN: &str = "2026-07-28";
+const ACME_SECRET: &str = "The acme launch code word is marmalade.";
+const GLOBEX_SECRET: &str = "Globex merger with Initech closes in March for two billion dollars.";
+
+fn write(docs: &Path, rel: &str, tenant: &str, classification: &str, body: &str) {
+    let text = format!(
+        "---\ntenant: {tenant}\nclassification: {classification}\nowner: ops\n---\n# {rel}\n{body}\n"
+    );
+    std::fs::write(docs.join(rel), text).expect("write");
+}
+
+/// Indexes a small two-tenant folder and serves it for `caller`; returns the `/mcp` URL
+/// and the progress handle (to simulate a pass in flight).
+async fn spawn(caller: CallerIdentity) -> (String, Arc<Progress>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let docs = dir.path().join("docs");
+    std::fs::create_dir(&docs).expect("mkdir");
+    write(
+        &docs,
+        "acme-public.md",
+        "acme",
+        "public",
+        "Marmalade recipes for the office party.",
+    );
+    write(&docs, "acme-secret.md", "acme", "restricted", ACME_SECRET);
+    write(&docs, "globex-merger.md", "globex", "public", GLOBEX_SECRET);
+    let store = Arc::new(SqliteStore::open(&dir.path().join("i.sqlite3")).expect("open"));
+    let embedder = Arc::new(HashEmbedder::default());
+    let progress = Arc::new(Progress::default());
+    let settings = IndexSettings {
+        docs,
+        default_tenant: None,
+        default_classification: Classification::Restricted,
+        chunk: crate::chunk::ChunkOptions::default(),
+        max_file_bytes: 1 << 20,
+    };
+    let report = index_folder(&settings, store.as_ref(), embedder.as_ref(), &progress)
+        .await
+        .expect("index");
+    assert_eq!(report.embedded.len(), 3);
+    let service = VectorService::new(
+        store,
+        embedder,
+        Arc::new(StaticIdentity::new(caller)),
+        Arc::clone(&progress),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = micromcp_services::http_router(service);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/mcp"), progress, dir)
+}
+
+fn acme(clearance: Classification) -> CallerIdentity {
+    CallerIdentity {
+        tenant: "acme".to_owned(),
+        clearance,
+    }
+}
+
+/// One stateless 2026-07-28 request; returns the JSON-RPC response.
+async fn rpc(url: &str, method: &str, mut params: Value) -> Value {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut meta = params.get("_meta").cloned().unwrap_or_else(|| json!({}));
+    meta["io.modelcontextprotocol/protocolVersion"] = json!(MODERN);
+    meta["io.modelcontextprotocol/clientCapabilities"] = json!({});
+    params["_meta"] = meta;
+    let mut request = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
+        .post(url)
+        .header("Accept", "application/json, text/event-stream")
+        .header("MCP-Protocol-Version", MODERN)
+        .header("Mcp-Method", method);
+    if let Some(name) = params["name"].as_str() {
+        request = request.header("Mcp-Name", name);
+    }
+    let response = request
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
+        .send()
+        .await
+        .expect("POST");
+    let is_sse = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let body = response.text().await.expect("body");
+    let messages: Vec<Value> = if is_sse {
+        body.lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .map(|d| serde_json::from_str(d).expect("JSON"))
+            .collect()
+    } else {
+        vec![serde_json::from_str(&body).expect("JSON")]
+    };
+    messages
+        .into_iter()
+        .find(|m| m.get("id").is_some())
+        .expect("a response")
+}
+
+async fn search(url: &str, arguments: Value, meta: Value) -> Value {
+    rpc(
+        url,
+        "tools/call",
+        json!({"name": "search", "arguments": arguments, "_meta": meta}),
+    )
+    .await
+}
+
+fn paths(response: &Value) -> Vec<String> {
+    response["result"]["structuredContent"]["results"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no results: {response}"))
+        .iter()
+        .map(|r| r["path"].as_str().expect("path").to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_tool_is_listed_read_only_with_an_output_schema() {
+    let (url, _, _dir) = spawn(acme(Classification::Public)).await;
+    let tools = rpc(&url, "tools/list", json!({})).await;
+    let tools = tools["result"]["tools"].as_array().expect("tools").clone();
+    assert_eq!(tools.len(), 1);
+    let tool = &tools[0];
+    assert_eq!(tool["name"], "search");
+    assert_eq!(tool["annotations"]["readOnlyHint"], true);
+    assert!(
+        tool["outputSchema"]["properties"]["results"].is_object(),
+        "{tool}"
+    );
+    let input = &tool["inputSchema"]["properties"];
+    assert!(input["query"].is_object() && input["k"].is_object() && input["filter"].is_object());
+}
+
+#[tokio::test]
+async fn results_are_structured_and_scoped_to_the_caller() {
+    let (url, _, _dir) = spawn(acme(Classification::Restricted)).await;
+    let response = search(&url, json!({"query": "marmalade", "k": 10}), json!({})).await;
+    let result = &response["result"];
+    assert_ne!(result["isError"], true, "{response}");
+    let mut found = paths(&response);
+    found.sort();
+    assert_eq!(found, ["acme-public.md", "acme-secret.md"]);
+    let top = result["structuredContent"]["results"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["path"] == "acme-secret.md"))
+        .expect("the restricted acme document");
+    assert_eq!(top["title"], "acme-secret.md");
+    assert_eq!(top["snippet"], ACME_SECRET);
+    assert_eq!(
+        top["labels"],
+        json!({"tenant": "acme", "classification": "restricted", "owner": "ops"})
+    );
+    assert!(top["score"].as_f64().expect("score") > 0.1);
+    assert!(result["structuredContent"].get("indexing").is_none());
+    assert_eq!(result["content"][0]["type"], "text");
+}
+
+#[tokio::test]
+async fn another_tenants_document_is_never_returned_even_verbatim() {
+    let (url, _, _dir) = spawn(acme(Classification::Restricted)).await;
+    let response = search(&url, json!({"query": GLOBEX_SECRET, "k": 50}), json!({})).await;
+    let found = paths(&response);
+    assert!(!found.iter().any(|p| p.starts_with("globex")), "{found:?}");
+    let text = response.to_string();
+    assert!(!text.contains("Initech"), "{text}");
+}
+
+#[tokio::test]
+async fn clearance_hides_documents_above_it() {
+    let (url, _, _dir) = spawn(acme(Classification::Confidential)).await;
+    let response = search(&url, json!({"query": ACME_SECRET}), json!({})).await;
+    assert_eq!(paths(&response), ["acme-public.md"]);
+    // Asking for more in the filter does not widen it.
+    let wider = search(
+        &url,
+        json!({"query": ACME_SECRET, "filter": {"classification": "restricted"}}),
+        json!({}),
+    )
+    .await;
+    assert_eq!(paths(&wider), ["acme-public.md"]);
+}
+
+#[tokio::test]
+async fn identity_claims_in_meta_change_nothing_and_in_arguments_are_refused() {
+    let (url, _, _dir) = spawn(acme(Classification::Public)).await;
+    let plain = search(&url, json!({"query": GLOBEX_SECRET}), json!({})).await;
+    for meta in [
+        json!({"tenant": "globex", "clearance": "restricted"}),
+        json!({"io.micromcp/identity": {"tenant": "globex", "clearance": "restricted"}}),
+        json!({"identity": "eyJ0ZW5hbnQiOiJnbG9iZXgifQ"}),
+    ] {
+        let claimed = search(&url, json!({"query": GLOBEX_SECRET}), meta.clone()).await;
+        assert_eq!(
+            claimed["result"]["structuredContent"], plain["result"]["structuredContent"],
+            "{meta}"
+        );
+        assert_eq!(paths(&claimed), ["acme-public.md"]);
+    }
+    for arguments in [
+        json!({"query": GLOBEX_SECRET, "tenant": "globex"}),
+        json!({"query": GLOBEX_SECRET, "clearance": "restricted"}),
+        json!({"query": GLOBEX_SECRET, "filter": {"tenant": "globex"}}),
+    ] {
+        let refused = search(&url, arguments.clone(), json!({})).await;
+        assert_eq!(refused["result"]["isError"], true, "{arguments}: {refused}");
+        assert!(
+            refused["result"].get("structuredContent").is_none(),
+            "{refused}"
+        );
+        let message = refused["result"]["content"][0]["text"]
+            .as_str()
+            .expect("text");
+        assert!(message.contains("unknown field"), "{message}");
+        assert!(!refused.to_string().contains("Initech"));
+    }
+}
+
+#[tokio::test]
+async fn bounds_are_tool_errors_with_the_rule_named() {
+    let (url, _, _dir) = spawn(acme(Classification::Public)).await;
+    let long = "x".repeat(2001);
+    for (arguments, words) in [
+        (json!({"query": "a", "k": 51}), "between 1 and 50"),
+        (json!({"query": "a", "k": 0}), "between 1 and 50"),
+        (json!({"query": ""}), "query is empty"),
+        (json!({"query": long}), "at most 2000"),
+        (json!({"query": "a", "k": "five"}), "invalid type"),
+        (json!({"k": 3}), "missing field `query`"),
+        (
+            json!({"query": "a", "filter": "owner = 'x'"}),
+            "invalid type",
+        ),
+    ] {
+        let refused = search(&url, arguments.clone(), json!({})).await;
+        assert_eq!(refused["result"]["isError"], true, "{arguments}: {refused}");
+        assert!(
+            refused["result"].get("structuredContent").is_none(),
+            "{refused}"
+        );
+        let message = refused["result"]["content"][0]["text"]
+            .as_str()
+            .expect("text");
+        assert!(message.contains(words), "{arguments}: {message}");
+    }
+}
+
+#[tokio::test]
+async fn a_search_during_indexing_says_how_far_it_is() {
+    let (url, progress, _dir) = spawn(acme(Classification::Public)).await;
+    progress.start();
+    let response = search(&url, json!({"query": "marmalade"}), json!({})).await;
+    let output = &response["result"]["structuredContent"];
+    assert_eq!(
+        output["indexing"],
+        json!({"done": 0, "total": 0}),
+        "{response}"
+    );
+    assert_eq!(
+        paths(&response),
+        ["acme-public.md"],
+        "answers from what is indexed"
+    );
+}
+
+#[tokio::test]
+async fn filters_narrow_by_owner_and_path_prefix() {
+    let (url, _, _dir) = spawn(acme(Classification::Restricted)).await;
+    let nobody = search(
+        &url,
+        json!({"query": "marmalade", "filter": {"owner": "ops' OR '1'='1"}}),
+        json!({}),
+    )
+    .await;
+    assert!(paths(&nobody).is_empty());
+    let by_prefix = search(
+        &url,
+        json!({"query": "marmalade", "filter": {"path_prefix": "acme-p", "owner": "ops"}}),
+        json!({}),
+    )
+    .await;
+    assert_eq!(paths(&by_prefix), ["acme-public.md"]);
+}

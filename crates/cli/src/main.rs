@@ -35,7 +35,7 @@ enum Command {
     /// Run a built-in MCP service (stdio by default).
     Serve {
         #[command(subcommand)]
-        service: Service,
+        service: Box<Service>,
     },
     /// Configuration tools.
     Config {
@@ -104,12 +104,15 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // reqwest is built without a TLS crypto provider (to keep one, ring, in the build); the
+    // gateway's HTTP upstreams and the fetch and vector services need it installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     match cli.command {
         Command::Gateway { config, stdio } => gateway(&config, stdio).await,
         Command::Serve { service } => {
             // Services are children of the gateway, which relays their stderr: keep it quiet.
             init_logging("warn");
-            match service {
+            match *service {
                 Service::Echo { http } => {
                     micromcp_services::run_echo(micromcp_services::EchoOptions { http }).await?;
                 }
@@ -168,7 +171,6 @@ fn init_logging(default: &str) {
 
 async fn gateway(config_path: &Path, stdio: bool) -> anyhow::Result<ExitCode> {
     init_logging("info");
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let config = match Config::load(config_path) {
         Ok(c) => c,
         Err(errors) => {

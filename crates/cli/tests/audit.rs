@@ -104,6 +104,13 @@ async fn every_request_yields_exactly_one_record_without_secrets() {
         call["arguments"]["hmac_sha256"].as_str().map(str::len),
         Some(64)
     );
+    assert_eq!(call["status"], "ok");
+    let failed = records
+        .iter()
+        .find(|r| r["target"] == "echo.fail")
+        .expect("failing call record");
+    assert_eq!(failed["decision"], "allow");
+    assert_eq!(failed["status"], "tool_error", "{failed}");
     let denied = records
         .iter()
         .find(|r| r["principal"] == "bob" && r["method"] == "tools/call")

@@ -134,3 +134,94 @@ async fn first_start_generates_a_token_shows_it_once_and_stores_only_its_hash() 
     c.initialize().await;
     assert_eq!(c.call("ping", json!({})).await.status, 200);
 }
+
+/// The README quickstart's config, run as shipped (only the port, the token and the folders
+/// made absolute): every service starts, and each built-in service answers within its limits.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_quickstart_config_runs_every_service() {
+    let examples = workspace().join("examples");
+    let shipped = std::fs::read_to_string(examples.join("gateway.toml")).expect("quickstart");
+    let dev = token();
+    let quote =
+        |p: std::path::PathBuf| serde_json::Value::String(p.display().to_string()).to_string();
+    let config = shipped
+        .replace(r#"addr = "127.0.0.1:8080""#, r#"addr = "127.0.0.1:0""#)
+        .replace(
+            r#"hash = "generate:../.micromcp/quickstart-token.sha256""#,
+            &format!("hash = {:?}", dev.hash),
+        )
+        .replace(
+            r#""--root", "data""#,
+            &format!(r#""--root", {}"#, quote(examples.join("data"))),
+        )
+        .replace(
+            r#""--docs", "knowledge""#,
+            &format!(r#""--docs", {}"#, quote(examples.join("knowledge"))),
+        )
+        .replace(r#""../.micromcp/vector""#, r#""vector-state""#);
+    for replaced in [
+        "8080",
+        "generate:",
+        r#""data""#,
+        r#""knowledge""#,
+        "\"../.micromcp",
+    ] {
+        assert!(
+            !config.contains(replaced),
+            "the quickstart config changed shape ({replaced} is still there); update this test"
+        );
+    }
+    let gw = Gateway::start_raw(&config, dev.token.clone(), String::new());
+    gw.wait_ready(&["echo", "fs", "fetch", "knowledge"]).await;
+    let mut dev = gw.client(&dev.token);
+
+    let reply = dev
+        .call_2026(
+            "tools/call",
+            json!({"name": "fs.read_file", "arguments": {"path": "notes/on-call.md"}}),
+        )
+        .await;
+    assert!(text_of(&reply).contains("On-call notes"), "{}", reply.body);
+
+    // The knowledge service's caller is acme/internal: globex's document and acme's
+    // confidential one never appear, however the query is phrased.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let paths = loop {
+        let reply = dev
+            .call_2026(
+                "tools/call",
+                json!({"name": "knowledge.search", "arguments": {"query": "hotel per night approval leaked deploy key", "k": 10}}),
+            )
+            .await;
+        let out = reply.result()["structuredContent"].clone();
+        if out.get("indexing").is_none_or(serde_json::Value::is_null) {
+            break out["results"]
+                .as_array()
+                .expect("results")
+                .iter()
+                .map(|r| r["path"].as_str().expect("path").to_owned())
+                .collect::<Vec<_>>();
+        }
+        assert!(std::time::Instant::now() < deadline, "{out}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        paths.first().map(String::as_str),
+        Some("acme/expenses.md"),
+        "{paths:?}"
+    );
+    assert!(
+        paths
+            .iter()
+            .all(|p| p.starts_with("acme/") && !p.contains("incident")),
+        "{paths:?}"
+    );
+
+    let reply = dev
+        .call_2026(
+            "tools/call",
+            json!({"name": "fetch.fetch_text", "arguments": {"url": "http://127.0.0.1:8080/mcp"}}),
+        )
+        .await;
+    assert_eq!(reply.result()["isError"], true, "{}", reply.body);
+}

@@ -623,3 +623,205 @@ fn python_sdk_stdio_client_drives_the_gateway_on_stdio() {
 fn python_sdk_2026_stdio_client_drives_the_gateway_on_stdio() {
     stdio_gateway_add(V2026);
 }
+
+// ---------------------------------------------------------------------------------------
+// The built-in services with the official Python SDK: standalone (the SDK launches
+// `micromcp serve <name>` over stdio, as any MCP host would) and through the gateway.
+
+/// A docs folder for `vector` and a root for `fs`, with one document / file each.
+fn service_fixtures() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("root/notes")).expect("mkdir");
+    std::fs::write(dir.path().join("root/notes/plan.md"), "ship the gateway\n").expect("write");
+    std::fs::create_dir_all(dir.path().join("docs")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("docs/travel.md"),
+        "---\ntenant: acme\nclassification: public\n---\n# Travel\nHotels are booked by the travel desk.\n",
+    )
+    .expect("write");
+    dir
+}
+
+/// The first result's path of a `search` call, waiting out the background indexing.
+fn first_search_hit(observed: &Value, i: usize) -> String {
+    let out = &call_result(observed, i)["structuredContent"];
+    out["results"][0]["path"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no result in {observed}"))
+        .to_owned()
+}
+
+#[test]
+fn python_sdk_drives_each_builtin_service_standalone_over_stdio() {
+    let fixtures = service_fixtures();
+    let root = fixtures.path().join("root");
+    let bin: &dyn AsRef<std::ffi::OsStr> = &BIN;
+
+    let observed = py_stdio(
+        "legacy",
+        &[
+            "--list-tools",
+            "--call",
+            "read_file",
+            "--args",
+            r#"{"path": "notes/plan.md"}"#,
+            "--call",
+            "read_file",
+            "--args",
+            r#"{"path": "../../etc/passwd"}"#,
+        ],
+        &[bin, &"serve", &"fs", &"--root", &root],
+    )
+    .json();
+    let tools = names(&observed, "tools");
+    for tool in [
+        "list_directory",
+        "read_file",
+        "stat",
+        "find_files",
+        "search_files",
+    ] {
+        assert!(tools.contains(&tool.to_owned()), "{tool}: {observed}");
+    }
+    assert!(!tools.contains(&"write_file".to_owned()), "{observed}");
+    assert_eq!(
+        call_result(&observed, 0)["structuredContent"]["text"],
+        "ship the gateway\n"
+    );
+    assert_eq!(observed["calls"][1]["is_error"], true, "{observed}");
+
+    let observed = py_stdio(
+        V2026,
+        &[
+            "--list-tools",
+            "--call",
+            "fetch_text",
+            "--args",
+            r#"{"url": "http://169.254.169.254/latest/meta-data/"}"#,
+        ],
+        &[bin, &"serve", &"fetch", &"--allow", &"example.com"],
+    )
+    .json();
+    assert_eq!(names(&observed, "tools"), ["fetch_text"], "{observed}");
+    let refusal = &observed["calls"][0];
+    assert_eq!(refusal["is_error"], true, "{observed}");
+    assert!(
+        first_text(&refusal["result"]).contains("metadata"),
+        "{observed}"
+    );
+
+    let state = fixtures.path().join("state");
+    let docs = fixtures.path().join("docs");
+    // The index is built in the background from the moment the process starts; one small
+    // document is indexed long before the SDK has started and initialized.
+    let observed = py_stdio(
+        "legacy",
+        &[
+            "--list-tools",
+            "--call",
+            "search",
+            "--args",
+            r#"{"query": "hotel booking"}"#,
+        ],
+        &[
+            bin,
+            &"serve",
+            &"vector",
+            &"--docs",
+            &docs,
+            &"--state-dir",
+            &state,
+            &"--tenant",
+            &"acme",
+            &"--clearance",
+            &"internal",
+        ],
+    )
+    .json();
+    assert_eq!(names(&observed, "tools"), ["search"], "{observed}");
+    assert_eq!(first_search_hit(&observed, 0), "travel.md", "{observed}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_sdk_uses_the_builtin_services_through_the_gateway() {
+    let fixtures = service_fixtures();
+    let gw = Gateway::start(&format!(
+        r#"
+[[policy.grants]]
+principal = "alice"
+tools = ["fs.*", "fetch.*", "kb.*"]
+
+[services.fs]
+builtin = "fs"
+args = ["--root", {root}]
+
+[services.fetch]
+builtin = "fetch"
+args = ["--allow", "example.com"]
+
+[services.kb]
+builtin = "vector"
+args = ["--docs", {docs}, "--state-dir", "kb-state", "--tenant", "acme", "--clearance", "internal"]
+"#,
+        root = toml_path(&fixtures.path().join("root")),
+        docs = toml_path(&fixtures.path().join("docs")),
+    ));
+    gw.wait_ready(&["fs", "fetch", "kb"]).await;
+    // Wait until the index is built, so the Python client's search has something to find.
+    let mut alice = gw.client(&gw.alice);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let reply = alice
+            .call_2026(
+                "tools/call",
+                json!({"name": "kb.search", "arguments": {"query": "hotel"}}),
+            )
+            .await;
+        if reply.result()["structuredContent"]
+            .get("indexing")
+            .is_none_or(Value::is_null)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "index not built: {}", reply.body);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    for mode in ["legacy", V2026] {
+        let observed = py_http(
+            &gw.url,
+            Some(&gw.alice),
+            mode,
+            &[
+                "--list-tools",
+                "--call",
+                "fs.read_file",
+                "--args",
+                r#"{"path": "notes/plan.md"}"#,
+                "--call",
+                "kb.search",
+                "--args",
+                r#"{"query": "hotel booking", "k": 3}"#,
+                "--call",
+                "fetch.fetch_text",
+                "--args",
+                r#"{"url": "https://127.0.0.1/"}"#,
+            ],
+        )
+        .json();
+        let tools = names(&observed, "tools");
+        for tool in ["fs.read_file", "fetch.fetch_text", "kb.search"] {
+            assert!(
+                tools.contains(&tool.to_owned()),
+                "{mode} {tool}: {observed}"
+            );
+        }
+        assert_eq!(
+            call_result(&observed, 0)["structuredContent"]["text"],
+            "ship the gateway\n",
+            "{mode}"
+        );
+        assert_eq!(first_search_hit(&observed, 1), "travel.md", "{mode}");
+        assert_eq!(observed["calls"][2]["is_error"], true, "{mode}: {observed}");
+    }
+}

@@ -117,15 +117,7 @@ impl Gateway {
         let response = match outcome {
             Ok(result) => {
                 record.decision = Some(Decision::Allow);
-                // A multi round-trip request is allowed but not complete yet: say so.
-                let pending_input =
-                    result.get("resultType").and_then(Value::as_str) == Some("input_required");
-                record.status = if pending_input {
-                    "input_required"
-                } else {
-                    "ok"
-                }
-                .into();
+                record.status = result_status(&result).into();
                 Response::ok(request.id, result)
             }
             Err(failure) => {
@@ -706,5 +698,18 @@ struct InFlight<'a> {
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.session.end(self.id);
+    }
+}
+
+/// The audit status of a successful JSON-RPC result: a multi round-trip request that asks the
+/// client for input is not complete yet, and a tool result with `isError` is a failure the
+/// service reported (often one of its guards refusing) — auditors need to see both.
+fn result_status(result: &Value) -> &'static str {
+    if result.get("resultType").and_then(Value::as_str) == Some("input_required") {
+        "input_required"
+    } else if result.get("isError") == Some(&Value::Bool(true)) {
+        "tool_error"
+    } else {
+        "ok"
     }
 }

@@ -151,7 +151,7 @@ pub enum ServiceTransport {
     },
     /// A Streamable HTTP MCP server.
     Http {
-        url: String,
+        url: url::Url,
         headers: BTreeMap<String, Secret>,
     },
 }

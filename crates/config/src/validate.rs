@@ -380,10 +380,7 @@ fn service(
             env: env(e),
         }
     } else {
-        let url = s.url.clone().unwrap_or_default();
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            e.push(format!("{path}.url"), "must be an http:// or https:// URL");
-        }
+        let url = upstream_url(s.url.as_deref().unwrap_or_default(), path, e);
         for key in [
             ("args", s.args.is_some()),
             ("cwd", s.cwd.is_some()),
@@ -393,16 +390,15 @@ fn service(
                 e.push(format!("{path}.{}", key.0), "not used with url services");
             }
         }
-        ServiceTransport::Http {
-            url,
-            headers: resolve_map(
-                s.headers.as_ref(),
-                &format!("{path}.headers"),
-                base_dir,
-                true,
-                e,
-            ),
-        }
+        // Resolved before giving up on a bad URL, so every error is reported at once.
+        let headers = resolve_map(
+            s.headers.as_ref(),
+            &format!("{path}.headers"),
+            base_dir,
+            true,
+            e,
+        );
+        ServiceTransport::Http { url: url?, headers }
     };
     Some(Service {
         transport,
@@ -410,6 +406,31 @@ fn service(
         prefix: s.prefix.unwrap_or(true),
         protocol,
     })
+}
+
+/// An upstream URL, parsed once here: http(s), with a host, and without credentials (which
+/// belong in `headers`, by reference, where they cannot leak through logs of the URL).
+fn upstream_url(text: &str, path: &str, e: &mut Errors) -> Option<url::Url> {
+    let key = format!("{path}.url");
+    let url = match url::Url::parse(text) {
+        Ok(url) => url,
+        Err(err) => {
+            e.push(key, format!("not a valid URL: {err}"));
+            return None;
+        }
+    };
+    if !matches!(url.scheme(), "http" | "https") {
+        e.push(key, "must be an http:// or https:// URL");
+        return None;
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        e.push(
+            key,
+            "must not hold credentials: put them in headers, as env:/file: references",
+        );
+        return None;
+    }
+    Some(url)
 }
 
 fn reject_http_keys(s: &RawService, path: &str, e: &mut Errors) {

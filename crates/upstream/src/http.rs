@@ -34,9 +34,10 @@ struct SessionState {
 
 pub struct HttpUpstream {
     name: String,
-    url: String,
+    /// Parsed once (by the config); requests clone it instead of re-parsing a string.
+    url: reqwest::Url,
+    /// Carries the configured headers (credentials) as default headers: set once, not per call.
     client: reqwest::Client,
-    headers: HeaderMap,
     stateless: bool,
     next_id: AtomicU64,
     session: tokio::sync::Mutex<()>,
@@ -49,7 +50,7 @@ pub struct HttpUpstream {
 impl HttpUpstream {
     pub fn new(
         name: &str,
-        url: String,
+        url: reqwest::Url,
         headers: BTreeMap<String, Secret>,
         stateless: bool,
         events: EventSink,
@@ -70,6 +71,7 @@ impl HttpUpstream {
             }
         }
         let client = reqwest::Client::builder()
+            .default_headers(map)
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(10))
@@ -80,7 +82,6 @@ impl HttpUpstream {
             name: name.to_owned(),
             url,
             client,
-            headers: map,
             stateless,
             next_id: AtomicU64::new(0),
             session: tokio::sync::Mutex::new(()),
@@ -242,11 +243,10 @@ impl HttpUpstream {
     ) -> Result<reqwest::Response, UpstreamError> {
         let mut request = self
             .client
-            .post(&self.url)
-            .headers(self.headers.clone())
+            .post(self.url.clone())
             .header("accept", "application/json, text/event-stream")
             .header("content-type", "application/json")
-            .body(body.to_string());
+            .body(serde_json::to_vec(body).unwrap_or_default());
         if self.stateless {
             request = request
                 .header("mcp-protocol-version", UPSTREAM_STATELESS_VERSION)
@@ -367,7 +367,7 @@ impl HttpUpstream {
                 },
             }});
             self.client
-                .post(&self.url)
+                .post(self.url.clone())
                 .header("accept", "application/json, text/event-stream")
                 .header("content-type", "application/json")
                 .header("mcp-protocol-version", UPSTREAM_STATELESS_VERSION)
@@ -376,12 +376,12 @@ impl HttpUpstream {
         } else {
             let session = self.lock().id.clone()?;
             self.client
-                .get(&self.url)
+                .get(self.url.clone())
                 .header("accept", "text/event-stream")
                 .header("mcp-protocol-version", UPSTREAM_SESSION_VERSION)
                 .header("mcp-session-id", session)
         };
-        let response = request.headers(self.headers.clone()).send().await.ok()?;
+        let response = request.send().await.ok()?;
         let is_stream = response
             .headers()
             .get("content-type")
@@ -396,8 +396,7 @@ impl HttpUpstream {
         let response = crate::answer_server_request(request);
         let mut post = self
             .client
-            .post(&self.url)
-            .headers(self.headers.clone())
+            .post(self.url.clone())
             .header("accept", "application/json, text/event-stream")
             .header("content-type", "application/json")
             .body(response.to_value().to_string());
@@ -510,8 +509,7 @@ impl Drop for CancelOnDrop<'_> {
             "params": { "requestId": self.id, "reason": "cancelled by the gateway" } });
         let request = upstream
             .client
-            .post(&upstream.url)
-            .headers(upstream.headers.clone())
+            .post(upstream.url.clone())
             .header("accept", "application/json, text/event-stream")
             .header("content-type", "application/json")
             .header("mcp-protocol-version", UPSTREAM_SESSION_VERSION)

@@ -25,13 +25,19 @@ fn check_url_policy(text: &str) {
         return;
     };
     let host = url.host_str().unwrap_or_default();
-    assert!(url.username().is_empty() && url.password().is_none(), "userinfo in {url}");
+    assert!(
+        url.username().is_empty() && url.password().is_none(),
+        "userinfo in {url}"
+    );
     match url.scheme() {
         "https" => assert!(
             host == "example.com" || host.ends_with(".example.org"),
             "{text:?} accepted for host {host:?}"
         ),
-        "http" => assert!(host.ends_with(".example.org"), "{text:?}: http for {host:?}"),
+        "http" => assert!(
+            host.ends_with(".example.org"),
+            "{text:?}: http for {host:?}"
+        ),
         other => panic!("{text:?} accepted with scheme {other}"),
     }
 }
@@ -41,7 +47,9 @@ fn check_url_policy(text: &str) {
 fn check_address(input: &[u8]) {
     let ip = match input.len() {
         4 => IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(input).expect("4 bytes"))),
-        16 => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(input).expect("16 bytes"))),
+        16 => IpAddr::V6(Ipv6Addr::from(
+            <[u8; 16]>::try_from(input).expect("16 bytes"),
+        )),
         _ => return,
     };
     if classify_ip(ip).is_ok() {
@@ -68,7 +76,9 @@ fn is_obviously_internal(ip: IpAddr) -> bool {
                 || v6.is_multicast()
                 || (first & 0xfe00) == 0xfc00
                 || (first & 0xffc0) == 0xfe80
-                || v6.to_ipv4_mapped().is_some_and(|v4| is_obviously_internal(IpAddr::V4(v4)))
+                || v6
+                    .to_ipv4_mapped()
+                    .is_some_and(|v4| is_obviously_internal(IpAddr::V4(v4)))
         }
     }
 }

@@ -29,9 +29,15 @@ fn check_front_matter(text: &str) {
     let Ok(doc) = parse_front_matter(text) else {
         return;
     };
-    assert!(text.ends_with(doc.body), "body is not the end of the document");
+    assert!(
+        text.ends_with(doc.body),
+        "body is not the end of the document"
+    );
     if let Some(tenant) = &doc.front.tenant {
-        assert!(check_tenant(tenant).is_ok(), "invalid tenant {tenant:?} accepted");
+        assert!(
+            check_tenant(tenant).is_ok(),
+            "invalid tenant {tenant:?} accepted"
+        );
     }
 }
 

@@ -2,8 +2,9 @@
 //!
 //! Documents in a folder (`--docs`) carry front-matter labels (`tenant`, `classification`,
 //! `owner`). They are chunked ([`chunk`]), embedded ([`embed`]: a built-in hashing embedder
-//! or an OpenAI-compatible endpoint) and stored ([`store`]: SQLite in `--state-dir`),
-//! incrementally and in the background ([`index`]). The one tool, `search` ([`service`]),
+//! or an OpenAI-compatible endpoint) and stored ([`store`]: SQLite in `--state-dir`, or
+//! PostgreSQL + pgvector with `--postgres URL`, password from `--postgres-password-file`,
+//! tables prefixed by `--postgres-table`), incrementally and in the background ([`index`]). The one tool, `search` ([`service`]),
 //! answers only from documents of the caller's tenant at or below its clearance; the caller
 //! comes from an [`identity::IdentitySource`] (today: `--tenant`/`--clearance`), never from
 //! the request, and the scope is applied inside the store query, before ranking.
@@ -33,8 +34,10 @@ use crate::{
     index::{IndexSettings, Progress, index_folder},
     labels::{Classification, check_tenant},
     service::VectorService,
-    store::{SqliteStore, Store},
+    store::{PostgresStore, SqliteStore, Store, TablePrefix},
 };
+
+use tokio_postgres::Config as PostgresConfig;
 
 /// The index file inside `--state-dir`.
 const INDEX_FILE: &str = "vector-index.sqlite3";
@@ -50,9 +53,32 @@ pub struct VectorArgs {
     #[arg(long, value_name = "DIR")]
     pub docs: PathBuf,
 
-    /// Folder for the index (created if missing; holds vector-index.sqlite3).
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: PathBuf,
+    /// Folder for the SQLite index (created if missing; holds vector-index.sqlite3).
+    /// Required unless --postgres is given.
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "postgres",
+        conflicts_with = "postgres"
+    )]
+    pub state_dir: Option<PathBuf>,
+
+    /// Keep the index in PostgreSQL + pgvector instead of SQLite: a connection string
+    /// without a password, e.g. postgres://micromcp@db.internal:5432/search (the password
+    /// goes in --postgres-password-file).
+    #[arg(long, value_name = "URL")]
+    // A String, parsed by us: clap would echo an invalid value, and a password pasted into
+    // it must not end up in an error message.
+    pub postgres: Option<String>,
+
+    /// File holding the PostgreSQL password (one trailing newline is ignored).
+    #[arg(long, value_name = "PATH", requires = "postgres")]
+    pub postgres_password_file: Option<PathBuf>,
+
+    /// Prefix of the index's tables ({NAME}_documents, {NAME}_chunks, {NAME}_meta), so
+    /// several indexes share a database: [a-z_][a-z0-9_]{0,40}.
+    #[arg(long, value_name = "NAME", default_value = store::DEFAULT_TABLE_PREFIX)]
+    pub postgres_table: String,
 
     /// The caller's tenant: only documents of this tenant are searched.
     #[arg(long, value_name = "T")]
@@ -129,9 +155,18 @@ pub async fn run(args: VectorArgs) -> anyhow::Result<()> {
     let caller = caller_of(&args)?;
     let settings = index_settings(&args)?;
     let embedder = embedder_of(&args)?;
-    std::fs::create_dir_all(&args.state_dir)
-        .with_context(|| format!("cannot create --state-dir {}", args.state_dir.display()))?;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&args.state_dir.join(INDEX_FILE))?);
+    let store: Arc<dyn Store> = match postgres_of(&args)? {
+        Some((config, prefix)) => Arc::new(PostgresStore::open(config, &prefix).await?),
+        None => {
+            let state_dir = args
+                .state_dir
+                .as_ref()
+                .context("--state-dir or --postgres is required")?;
+            std::fs::create_dir_all(state_dir)
+                .with_context(|| format!("cannot create --state-dir {}", state_dir.display()))?;
+            Arc::new(SqliteStore::open(&state_dir.join(INDEX_FILE))?)
+        }
+    };
     let progress = Arc::new(Progress::default());
     // Mark the pass as running before serving, so the first search already says so.
     progress.start();
@@ -197,6 +232,54 @@ fn index_settings(args: &VectorArgs) -> anyhow::Result<IndexSettings> {
         },
         max_file_bytes: args.max_file_bytes,
     })
+}
+
+/// The PostgreSQL connection and table prefix, with `--postgres`. The connection string
+/// must not hold a password (command lines are visible to every local user and end up in
+/// logs): it comes from `--postgres-password-file`. Errors never repeat the string.
+fn postgres_of(args: &VectorArgs) -> anyhow::Result<Option<(PostgresConfig, TablePrefix)>> {
+    let Some(url) = &args.postgres else {
+        // clap's `requires` is skipped when --postgres conflicts with a present --state-dir.
+        anyhow::ensure!(
+            args.postgres_password_file.is_none(),
+            "--postgres-password-file needs --postgres"
+        );
+        anyhow::ensure!(
+            args.postgres_table == store::DEFAULT_TABLE_PREFIX,
+            "--postgres-table needs --postgres"
+        );
+        return Ok(None);
+    };
+    let prefix: TablePrefix = args
+        .postgres_table
+        .parse()
+        .map_err(|err| anyhow::anyhow!("--postgres-table: {err}"))?;
+    let mut config: PostgresConfig = url.parse().map_err(|_| {
+        anyhow::anyhow!(
+            "--postgres is not a valid connection string (expected \
+             postgres://USER@HOST[:PORT]/DBNAME or `host=… user=… dbname=…`)"
+        )
+    })?;
+    anyhow::ensure!(
+        config.get_password().is_none(),
+        "--postgres must not contain a password (a command line is visible to other \
+         processes and in logs): put it in a file and pass --postgres-password-file PATH"
+    );
+    if let Some(path) = &args.postgres_password_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read --postgres-password-file {}", path.display()))?;
+        let password = text
+            .strip_suffix('\n')
+            .map_or(text.as_str(), |t| t.strip_suffix('\r').unwrap_or(t));
+        anyhow::ensure!(
+            !password.is_empty(),
+            "--postgres-password-file {} is empty",
+            path.display()
+        );
+        config.password(password);
+    }
+    tracing::info!(server = %store::describe_postgres(&config), tables = %prefix, "index in PostgreSQL");
+    Ok(Some((config, prefix)))
 }
 
 fn embedder_of(args: &VectorArgs) -> anyhow::Result<Arc<dyn Embedder>> {
@@ -312,5 +395,161 @@ mod tests {
         ])
         .expect("parses");
         assert_eq!(embedder_of(&args).expect("embedder").dimension(), 8);
+    }
+
+    fn parse_postgres(extra: &[&str]) -> Result<VectorArgs, String> {
+        let base = [
+            "vector",
+            "--docs",
+            ".",
+            "--tenant",
+            "acme",
+            "--clearance",
+            "public",
+        ];
+        Cli::try_parse_from(base.iter().chain(extra))
+            .map(|cli| cli.args)
+            .map_err(|err| err.to_string())
+    }
+
+    #[test]
+    fn postgres_replaces_the_state_dir() {
+        let err = parse_postgres(&[]).expect_err("no store");
+        assert!(err.contains("--state-dir"), "{err}");
+        let args = parse_postgres(&["--postgres", "postgres://micromcp@db.internal:5433/search"])
+            .expect("parses");
+        assert_eq!(args.state_dir, None);
+        let (config, prefix) = postgres_of(&args).expect("valid").expect("postgres");
+        assert_eq!(prefix.as_str(), "micromcp_vector");
+        assert_eq!(config.get_user(), Some("micromcp"));
+        assert_eq!(config.get_dbname(), Some("search"));
+        assert_eq!(config.get_ports(), [5433]);
+        assert_eq!(config.get_password(), None);
+        let err = parse_postgres(&[
+            "--postgres",
+            "postgres://micromcp@db/search",
+            "--state-dir",
+            "s",
+        ])
+        .expect_err("both stores");
+        assert!(err.contains("cannot be used with"), "{err}");
+        let err = parse(&["--tenant", "acme", "--clearance", "public"])
+            .and_then(|args| postgres_of(&args).map(|_| ()).map_err(|e| e.to_string()));
+        assert!(err.is_ok(), "SQLite stays the default: {err:?}");
+        let err = parse_postgres(&["--postgres-password-file", "pw"]).expect_err("no store");
+        assert!(err.contains("--postgres"), "{err}");
+        let args = parse(&[
+            "--tenant",
+            "acme",
+            "--clearance",
+            "public",
+            "--postgres-password-file",
+            "pw",
+        ])
+        .expect("clap lets it through next to --state-dir");
+        let err = postgres_of(&args).expect_err("password file without --postgres");
+        assert!(err.to_string().contains("needs --postgres"), "{err}");
+        let args = parse(&[
+            "--tenant",
+            "acme",
+            "--clearance",
+            "public",
+            "--postgres-table",
+            "other",
+        ])
+        .expect("parses");
+        let err = postgres_of(&args).expect_err("table without --postgres");
+        assert!(err.to_string().contains("needs --postgres"), "{err}");
+    }
+
+    #[test]
+    fn a_postgres_password_is_only_read_from_a_file_and_never_echoed() {
+        for url in [
+            "postgres://micromcp:hunter2@db/search",
+            "postgres://micromcp:hunter2@db:notaport/search",
+            "host=db user=micromcp password=hunter2 dbname=search",
+            "host=db password=hunter2 bogus",
+            "postgres://micromcp:hunter2@db/search?sslmode=bogus",
+        ] {
+            let args = parse_postgres(&["--postgres", url]).expect("parses");
+            let err = postgres_of(&args).expect_err(url).to_string();
+            assert!(!err.contains("hunter2"), "{url}: {err}");
+            assert!(err.contains("--postgres"), "{url}: {err}");
+        }
+        let args = parse_postgres(&["--postgres", "postgres://micromcp:hunter2@db/search"])
+            .expect("parses");
+        let err = postgres_of(&args).expect_err("password in URL").to_string();
+        assert!(err.contains("--postgres-password-file"), "{err}");
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3cret pw\r\n").expect("write");
+        let file_arg = file.to_str().expect("utf-8");
+        let args = parse_postgres(&[
+            "--postgres",
+            "postgres://micromcp@db/search",
+            "--postgres-password-file",
+            file_arg,
+        ])
+        .expect("parses");
+        let (config, _) = postgres_of(&args).expect("valid").expect("postgres");
+        assert_eq!(config.get_password(), Some(&b"s3cret pw"[..]));
+        assert!(!format!("{config:?}").contains("s3cret"), "Debug redacts");
+        assert!(!store::describe_postgres(&config).contains("s3cret"));
+
+        std::fs::write(&file, "\n").expect("write");
+        let err = postgres_of(&args).expect_err("empty file").to_string();
+        assert!(err.contains("is empty"), "{err}");
+        let missing = dir.path().join("missing");
+        let args = parse_postgres(&[
+            "--postgres",
+            "postgres://micromcp@db/search",
+            "--postgres-password-file",
+            missing.to_str().expect("utf-8"),
+        ])
+        .expect("parses");
+        let err = format!("{:#}", postgres_of(&args).expect_err("missing file"));
+        assert!(err.contains("--postgres-password-file"), "{err}");
+    }
+
+    #[test]
+    fn the_postgres_table_is_an_identifier() {
+        for bad in ["Bad", "a-b", "x; DROP TABLE y", &"a".repeat(42)] {
+            let args = parse_postgres(&[
+                "--postgres",
+                "postgres://micromcp@db/search",
+                "--postgres-table",
+                bad,
+            ])
+            .expect("parses");
+            let err = postgres_of(&args).expect_err(bad).to_string();
+            assert!(err.contains("--postgres-table"), "{bad}: {err}");
+        }
+        let args = parse_postgres(&[
+            "--postgres",
+            "postgres://micromcp@db/search",
+            "--postgres-table",
+            "team_a_docs",
+        ])
+        .expect("parses");
+        let (_, prefix) = postgres_of(&args).expect("valid").expect("postgres");
+        assert_eq!(prefix.as_str(), "team_a_docs");
+    }
+
+    /// `run` opens the PostgreSQL store from the flags against the real server and the
+    /// connection error path never shows a password file's content.
+    #[tokio::test]
+    async fn the_flags_open_the_postgres_store() {
+        let db = store::testdb::TestDb::new();
+        let url = std::env::var(store::testdb::URL_ENV)
+            .unwrap_or_else(|_| store::testdb::DEFAULT_URL.to_owned());
+        let args = parse_postgres(&["--postgres", &url, "--postgres-table", db.prefix.as_str()])
+            .expect("parses");
+        let (config, prefix) = postgres_of(&args).expect("valid").expect("postgres");
+        let store = PostgresStore::open(config, &prefix)
+            .await
+            .unwrap_or_else(|err| panic!("{err}: start PostgreSQL, run scripts/install-pgvector"));
+        assert!(!store.prepare("x".into()).await.expect("prepare"));
+        assert_eq!(store.chunk_count().await.expect("count"), 0);
     }
 }

@@ -6,11 +6,24 @@
 //! store: `WHERE tenant = $1 AND level <= $2 … ORDER BY embedding <=> $3 LIMIT $k`). A store
 //! never ranks first and filters after, which would leak through counts and timing and
 //! could return fewer than `k` visible hits.
+//!
+//! Two stores: [`SqliteStore`] (embedded, brute force) and [`PostgresStore`] (pgvector, HNSW
+//! index, iterative scans). Both pass the same behaviour tests (`behaviour`, run by each
+//! store's tests against a real database).
 
+mod postgres;
 mod sqlite;
+
+#[cfg(test)]
+pub(crate) mod behaviour;
 
 use std::collections::BTreeMap;
 
+#[cfg(test)]
+pub(crate) use postgres::testdb;
+pub use postgres::{
+    DEFAULT_TABLE_PREFIX, PostgresStore, TablePrefix, describe as describe_postgres,
+};
 pub use sqlite::SqliteStore;
 
 use crate::{embed::BoxFuture, labels::Labels, query::Scope};

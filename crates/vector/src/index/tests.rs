@@ -13,7 +13,7 @@ use crate::{
     embed::{BoxFuture, EmbedError, HashEmbedder},
     identity::CallerIdentity,
     query::{Scope, SearchFilter},
-    store::SqliteStore,
+    store::{SqliteStore, testdb::TestDb},
 };
 
 /// The real hashing embedder, recording every text it is asked to embed.
@@ -79,9 +79,11 @@ fn labelled(tenant: &str, classification: &str, body: &str) -> String {
 struct Fixture {
     _dir: tempfile::TempDir,
     docs: std::path::PathBuf,
-    store: SqliteStore,
+    store: Box<dyn Store>,
     embedder: Recording,
     progress: Progress,
+    /// The PostgreSQL tables, dropped after the store.
+    _db: Option<TestDb>,
 }
 
 impl Fixture {
@@ -93,16 +95,33 @@ impl Fixture {
         Self {
             _dir: dir,
             docs,
-            store,
+            store: Box::new(store),
             embedder: Recording::new(HashEmbedder::default()),
             progress: Progress::default(),
+            _db: None,
+        }
+    }
+
+    /// The same, on the PostgreSQL store.
+    async fn postgres() -> Self {
+        let db = TestDb::new();
+        let store = db.open().await;
+        Self {
+            store: Box::new(store),
+            _db: Some(db),
+            ..Self::new()
         }
     }
 
     async fn index(&self, settings: &IndexSettings) -> IndexReport {
-        index_folder(settings, &self.store, &self.embedder, &self.progress)
-            .await
-            .expect("index")
+        index_folder(
+            settings,
+            self.store.as_ref(),
+            &self.embedder,
+            &self.progress,
+        )
+        .await
+        .expect("index")
     }
 
     /// Paths of every chunk `tenant` at `restricted` sees for `query`.
@@ -124,7 +143,15 @@ impl Fixture {
 
 #[tokio::test]
 async fn only_touched_modified_and_deleted_files_are_reprocessed() {
-    let f = Fixture::new();
+    only_touched_modified_and_deleted_files_are_reprocessed_on(Fixture::new()).await;
+}
+
+#[tokio::test]
+async fn only_touched_modified_and_deleted_files_are_reprocessed_on_postgres() {
+    only_touched_modified_and_deleted_files_are_reprocessed_on(Fixture::postgres().await).await;
+}
+
+async fn only_touched_modified_and_deleted_files_are_reprocessed_on(f: Fixture) {
     write(
         &f.docs,
         "a.md",
@@ -195,7 +222,15 @@ async fn only_touched_modified_and_deleted_files_are_reprocessed() {
 
 #[tokio::test]
 async fn a_new_embedder_or_new_defaults_reindex_everything() {
-    let f = Fixture::new();
+    a_new_embedder_or_new_defaults_reindex_everything_on(Fixture::new()).await;
+}
+
+#[tokio::test]
+async fn a_new_embedder_or_new_defaults_reindex_everything_on_postgres() {
+    a_new_embedder_or_new_defaults_reindex_everything_on(Fixture::postgres().await).await;
+}
+
+async fn a_new_embedder_or_new_defaults_reindex_everything_on(f: Fixture) {
     write(&f.docs, "a.md", &labelled("acme", "public", "Apples."));
     write(&f.docs, "b.md", &labelled("acme", "public", "Bananas."));
     let s = settings(&f.docs);
@@ -203,7 +238,7 @@ async fn a_new_embedder_or_new_defaults_reindex_everything() {
     f.embedder.take();
 
     let other = Recording::new(HashEmbedder::new(256));
-    let report = index_folder(&s, &f.store, &other, &f.progress)
+    let report = index_folder(&s, f.store.as_ref(), &other, &f.progress)
         .await
         .expect("index");
     assert!(report.reset);
@@ -212,7 +247,7 @@ async fn a_new_embedder_or_new_defaults_reindex_everything() {
 
     let mut relabelled = s.clone();
     relabelled.default_classification = Classification::Public;
-    let report = index_folder(&relabelled, &f.store, &other, &f.progress)
+    let report = index_folder(&relabelled, f.store.as_ref(), &other, &f.progress)
         .await
         .expect("index");
     assert!(
@@ -224,7 +259,15 @@ async fn a_new_embedder_or_new_defaults_reindex_everything() {
 
 #[tokio::test]
 async fn unlabelled_or_malformed_documents_fail_closed() {
-    let f = Fixture::new();
+    unlabelled_or_malformed_documents_fail_closed_on(Fixture::new()).await;
+}
+
+#[tokio::test]
+async fn unlabelled_or_malformed_documents_fail_closed_on_postgres() {
+    unlabelled_or_malformed_documents_fail_closed_on(Fixture::postgres().await).await;
+}
+
+async fn unlabelled_or_malformed_documents_fail_closed_on(f: Fixture) {
     write(
         &f.docs,
         "no-tenant.md",
@@ -305,7 +348,15 @@ async fn unlabelled_or_malformed_documents_fail_closed() {
 
 #[tokio::test]
 async fn a_document_that_becomes_malformed_is_withdrawn() {
-    let f = Fixture::new();
+    a_document_that_becomes_malformed_is_withdrawn_on(Fixture::new()).await;
+}
+
+#[tokio::test]
+async fn a_document_that_becomes_malformed_is_withdrawn_on_postgres() {
+    a_document_that_becomes_malformed_is_withdrawn_on(Fixture::postgres().await).await;
+}
+
+async fn a_document_that_becomes_malformed_is_withdrawn_on(f: Fixture) {
     write(&f.docs, "a.md", &labelled("acme", "public", "Apples."));
     let s = settings(&f.docs);
     f.index(&s).await;
@@ -325,7 +376,15 @@ async fn a_document_that_becomes_malformed_is_withdrawn() {
 
 #[tokio::test]
 async fn a_relabelled_document_moves_tenant_at_once() {
-    let f = Fixture::new();
+    a_relabelled_document_moves_tenant_at_once_on(Fixture::new()).await;
+}
+
+#[tokio::test]
+async fn a_relabelled_document_moves_tenant_at_once_on_postgres() {
+    a_relabelled_document_moves_tenant_at_once_on(Fixture::postgres().await).await;
+}
+
+async fn a_relabelled_document_moves_tenant_at_once_on(f: Fixture) {
     write(
         &f.docs,
         "a.md",

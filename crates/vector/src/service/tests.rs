@@ -11,7 +11,7 @@ use crate::{
     identity::{CallerIdentity, StaticIdentity},
     index::{IndexSettings, index_folder},
     labels::Classification,
-    store::SqliteStore,
+    store::{SqliteStore, testdb::TestDb},
 };
 
 const MODERN: &str = "2026-07-28";
@@ -29,6 +29,16 @@ fn write(docs: &Path, rel: &str, tenant: &str, classification: &str, body: &str)
 /// and the progress handle (to simulate a pass in flight).
 async fn spawn(caller: CallerIdentity) -> (String, Arc<Progress>, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(SqliteStore::open(&dir.path().join("i.sqlite3")).expect("open"));
+    spawn_on(caller, store, dir).await
+}
+
+/// [`spawn`] on any store; `dir` holds the documents.
+async fn spawn_on(
+    caller: CallerIdentity,
+    store: Arc<dyn Store>,
+    dir: tempfile::TempDir,
+) -> (String, Arc<Progress>, tempfile::TempDir) {
     let docs = dir.path().join("docs");
     std::fs::create_dir(&docs).expect("mkdir");
     write(
@@ -40,7 +50,6 @@ async fn spawn(caller: CallerIdentity) -> (String, Arc<Progress>, tempfile::Temp
     );
     write(&docs, "acme-secret.md", "acme", "restricted", ACME_SECRET);
     write(&docs, "globex-merger.md", "globex", "public", GLOBEX_SECRET);
-    let store = Arc::new(SqliteStore::open(&dir.path().join("i.sqlite3")).expect("open"));
     let embedder = Arc::new(HashEmbedder::default());
     let progress = Arc::new(Progress::default());
     let settings = IndexSettings {
@@ -297,6 +306,52 @@ async fn filters_narrow_by_owner_and_path_prefix() {
     )
     .await;
     assert!(paths(&nobody).is_empty());
+    let by_prefix = search(
+        &url,
+        json!({"query": "marmalade", "filter": {"path_prefix": "acme-p", "owner": "ops"}}),
+        json!({}),
+    )
+    .await;
+    assert_eq!(paths(&by_prefix), ["acme-public.md"]);
+}
+
+/// The whole service on the PostgreSQL store: indexed by the indexer, searched over MCP,
+/// scoped to the caller, filters as data, another tenant's text never returned.
+#[tokio::test]
+async fn the_service_works_on_the_postgres_store() {
+    let db = TestDb::new();
+    let store = Arc::new(db.open().await);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (url, _, _dir) = spawn_on(acme(Classification::Confidential), store, dir).await;
+    let response = search(&url, json!({"query": "marmalade", "k": 10}), json!({})).await;
+    assert_ne!(response["result"]["isError"], true, "{response}");
+    assert_eq!(
+        paths(&response),
+        ["acme-public.md"],
+        "restricted one hidden"
+    );
+    let hit = &response["result"]["structuredContent"]["results"][0];
+    assert_eq!(
+        hit["labels"],
+        json!({"tenant": "acme", "classification": "public", "owner": "ops"})
+    );
+    assert!(hit["score"].as_f64().expect("score") > 0.1, "{hit}");
+    for query in [GLOBEX_SECRET, ACME_SECRET] {
+        let response = search(&url, json!({"query": query, "k": 50}), json!({})).await;
+        assert_eq!(paths(&response), ["acme-public.md"], "{query}");
+        let text = response.to_string();
+        assert!(
+            !text.contains("Initech") && !text.contains("code word"),
+            "{text}"
+        );
+    }
+    let hostile = search(
+        &url,
+        json!({"query": "marmalade", "filter": {"owner": "ops' OR '1'='1", "path_prefix": "%"}}),
+        json!({}),
+    )
+    .await;
+    assert!(paths(&hostile).is_empty(), "{hostile}");
     let by_prefix = search(
         &url,
         json!({"query": "marmalade", "filter": {"path_prefix": "acme-p", "owner": "ops"}}),

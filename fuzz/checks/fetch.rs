@@ -3,6 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use micromcp_fetch::html::html_to_text;
 use micromcp_fetch::{check_url, classify_ip};
 
 /// The first byte picks the guard; the rest is its input.
@@ -10,13 +11,29 @@ pub fn check_fetch_input(data: &[u8]) {
     let Some((selector, input)) = data.split_first() else {
         return;
     };
-    if selector % 2 == 0 {
-        if let Ok(text) = std::str::from_utf8(input) {
-            check_url_policy(text);
+    match selector % 3 {
+        0 => {
+            if let Ok(text) = std::str::from_utf8(input) {
+                check_url_policy(text);
+            }
         }
-    } else {
-        check_address(input);
+        1 => check_address(input),
+        _ => check_html(input),
     }
+}
+
+/// The HTML converter never exceeds its output cap, and says so when it cut.
+fn check_html(input: &[u8]) {
+    let Some((cap, html)) = input.split_first() else {
+        return;
+    };
+    let max_len = usize::from(*cap) * 4;
+    let converted = html_to_text(html, None, max_len);
+    assert!(
+        converted.text.len() <= max_len,
+        "{} bytes of text for a cap of {max_len}",
+        converted.text.len()
+    );
 }
 
 /// `check_url` uses a fixed policy: https for `example.com`, http(s) for `*.example.org`.

@@ -34,11 +34,28 @@ fn check_caller_path(input: &[u8]) {
     let deny = DenyList::new(&DEFAULT_DENY).expect("default deny globs compile");
     for component in path.components() {
         let lower = component.to_lowercase();
-        let must_deny = lower.starts_with(".env")
-            || lower.ends_with(".pem")
-            || lower.ends_with(".key")
-            || lower == ".ssh"
-            || lower == ".git";
+        let must_deny = [".env", "id_rsa", "id_dsa", "id_ecdsa", "id_ed25519"]
+            .iter()
+            .any(|prefix| lower.starts_with(prefix))
+            || [".pem", ".key", ".p12", ".pfx", ".jks", ".keystore"]
+                .iter()
+                .any(|suffix| lower.ends_with(suffix))
+            || lower.contains(".tfstate")
+            || [
+                ".ssh",
+                ".git",
+                ".netrc",
+                ".npmrc",
+                ".pypirc",
+                ".pgpass",
+                ".git-credentials",
+                ".htpasswd",
+                ".aws",
+                ".kube",
+                ".gnupg",
+                ".docker",
+            ]
+            .contains(&lower.as_str());
         if must_deny {
             assert!(
                 deny.denied_str(text).is_some(),

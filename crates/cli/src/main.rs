@@ -94,7 +94,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let outcome = runtime.block_on(run(cli));
+    // Blocking work still running (a service's long search, say) must not keep the process
+    // alive after its job is done: give it a moment, then exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    match outcome {
         Ok(code) => code,
         Err(e) => {
             eprintln!("micromcp: {e:#}");

@@ -6,12 +6,16 @@
 //! no cookie store, no automatic redirects, no decompression, a fixed User-Agent and no
 //! credentials of any kind.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use reqwest::{StatusCode, header, redirect};
 use url::Url;
 
 use crate::{
+    html,
     policy::{Policy, Refusal},
     resolve::{GuardedResolver, ResolveError, StaticNames},
 };
@@ -32,9 +36,6 @@ pub const DEFAULT_CONTENT_TYPES: [&str; 7] = [
 
 /// Content types converted from HTML to text; the others are returned as they are.
 const HTML_TYPES: [&str; 2] = ["text/html", "application/xhtml+xml"];
-
-/// Columns of the HTML-to-text rendering: wide enough that prose is rarely re-wrapped.
-const TEXT_WIDTH: usize = 100;
 
 /// The bounds of every fetch.
 #[derive(Debug, Clone)]
@@ -57,11 +58,13 @@ pub struct Fetched {
     pub url: Url,
     pub status: StatusCode,
     pub content_type: String,
+    /// The body was cut at the cap, or the text was (it is never longer than the cap).
     pub truncated: bool,
     /// Body bytes read (at most the cap).
     pub bytes: usize,
     /// Every URL redirected to, in order (the last one is `url`).
     pub redirects: Vec<String>,
+    /// The body as text: at most as many bytes as the cap.
     pub text: String,
 }
 
@@ -142,22 +145,30 @@ impl Fetcher {
         &self.limits
     }
 
-    /// Fetches `url`, reading at most `max_bytes` (capped by [`Limits::max_bytes`]).
+    /// Fetches `url`, reading at most `max_bytes` (capped by [`Limits::max_bytes`]) and
+    /// returning at most as many bytes of text.
     pub async fn fetch(&self, url: &str, max_bytes: Option<usize>) -> Result<Fetched, FetchError> {
         let cap = max_bytes.map_or(self.limits.max_bytes, |n| n.min(self.limits.max_bytes));
-        let deadline = self.limits.timeout;
-        tokio::time::timeout(deadline, self.fetch_within(url, cap))
+        let timeout = self.limits.timeout;
+        // The blocking HTML conversion cannot be cancelled: it watches this deadline itself.
+        let deadline = Instant::now() + timeout;
+        tokio::time::timeout(timeout, self.fetch_within(url, cap, deadline))
             .await
-            .map_err(|_| FetchError::Timeout(deadline))?
+            .map_err(|_| FetchError::Timeout(timeout))?
     }
 
-    async fn fetch_within(&self, input: &str, cap: usize) -> Result<Fetched, FetchError> {
+    async fn fetch_within(
+        &self,
+        input: &str,
+        cap: usize,
+        deadline: Instant,
+    ) -> Result<Fetched, FetchError> {
         let mut url = self.policy.check_url(input)?;
         let mut redirects = Vec::new();
         loop {
             let response = self.send(&url).await?;
             let Some(next) = redirect_target(&response, &url)? else {
-                return self.read(response, url, redirects, cap).await;
+                return self.read(response, url, redirects, cap, deadline).await;
             };
             if redirects.len() >= self.limits.max_redirects {
                 return Err(FetchError::TooManyRedirects(self.limits.max_redirects));
@@ -187,20 +198,27 @@ impl Fetcher {
             .map_err(|err| send_error(&err, url, self.limits.timeout))
     }
 
-    /// Checks the response's type and encoding, then reads at most `cap` body bytes.
+    /// Checks the response's type and encoding, reads at most `cap` body bytes and turns
+    /// them into at most `cap` bytes of text.
     async fn read(
         &self,
         mut response: reqwest::Response,
         url: Url,
         redirects: Vec<String>,
         cap: usize,
+        deadline: Instant,
     ) -> Result<Fetched, FetchError> {
         let content_type = self.allowed_content_type(&response, &url)?;
         refuse_encoded_body(&response)?;
         let status = response.status();
-        let (body, truncated) = read_capped(&mut response, cap, &url, self.limits.timeout).await?;
+        let (body, body_truncated) =
+            read_capped(&mut response, cap, &url, self.limits.timeout).await?;
         let bytes = body.len();
-        let text = to_text(body, &content_type).await?;
+        let converted = to_text(body, &content_type, &url, cap, deadline)
+            .await?
+            .ok_or(FetchError::Timeout(self.limits.timeout))?;
+        let truncated = body_truncated || converted.truncated;
+        let text = converted.text;
         tracing::info!(host = %host_of(&url), status = status.as_u16(), bytes, truncated, "fetched");
         Ok(Fetched {
             url,
@@ -314,8 +332,16 @@ async fn read_capped(
     }
 }
 
-/// The body as text: HTML rendered to plain text, everything else decoded as UTF-8.
-async fn to_text(mut body: Vec<u8>, content_type: &str) -> Result<String, FetchError> {
+/// The body as at most `max_len` bytes of text: HTML rendered to plain text (links
+/// resolved against `url`), everything else decoded as UTF-8. `None` when the conversion
+/// ran past `deadline`.
+async fn to_text(
+    mut body: Vec<u8>,
+    content_type: &str,
+    url: &Url,
+    max_len: usize,
+    deadline: Instant,
+) -> Result<Option<html::Converted>, FetchError> {
     // A body cut at the cap may end inside a character: drop the partial one.
     if let Err(err) = std::str::from_utf8(&body)
         && err.error_len().is_none()
@@ -323,20 +349,32 @@ async fn to_text(mut body: Vec<u8>, content_type: &str) -> Result<String, FetchE
         body.truncate(err.valid_up_to());
     }
     if !HTML_TYPES.contains(&content_type) {
-        return Ok(String::from_utf8_lossy(&body).into_owned());
+        return Ok(Some(decode_capped(&body, max_len)));
     }
-    // Rendering 2 MiB of HTML is CPU work: keep it off the async workers.
-    tokio::task::spawn_blocking(move || html_to_text(&body))
-        .await
-        .map_err(|err| FetchError::Convert(err.to_string()))?
+    // Linear, but 2 MiB of HTML is still milliseconds of CPU: keep it off the async
+    // workers. It cannot be cancelled, so it stops by itself at the deadline.
+    let base = url.clone();
+    tokio::task::spawn_blocking(move || {
+        html::html_to_text_until(&body, Some(&base), max_len, deadline)
+    })
+    .await
+    .map_err(|err| FetchError::Convert(err.to_string()))
 }
 
-/// Renders HTML as plain text (links become numbered references listed at the end).
-pub fn html_to_text(html: &[u8]) -> Result<String, FetchError> {
-    html2text::config::plain()
-        .allow_width_overflow()
-        .string_from_read(html, TEXT_WIDTH)
-        .map_err(|err| FetchError::Convert(err.to_string()))
+/// `body` decoded as UTF-8 (an invalid sequence becomes U+FFFD, which can triple its
+/// size), cut to at most `max_len` bytes on a character boundary.
+pub fn decode_capped(body: &[u8], max_len: usize) -> html::Converted {
+    let mut out = html::Output::new(max_len);
+    for chunk in body.utf8_chunks() {
+        out.push_str(chunk.valid());
+        if !chunk.invalid().is_empty() {
+            out.push_str(char::REPLACEMENT_CHARACTER.encode_utf8(&mut [0; 4]));
+        }
+        if out.is_full() {
+            break;
+        }
+    }
+    out.finish()
 }
 
 /// `scheme://host[:port]` of a URL: enough to say where, never the path or query.

@@ -11,6 +11,8 @@
 //!   only to those (no second lookup, so no rebinding between check and use);
 //! - [`fetcher`]: the request; no proxies, no cookies, redirects followed by hand and
 //!   re-checked per hop, byte / time / content-type caps;
+//! - [`html`] (pure, fuzzable): the streaming, linear-time HTML → text converter, its
+//!   output capped;
 //! - [`service`]: the rmcp handler.
 //!
 //! Options come only from flags (the gateway starts services with an empty environment).
@@ -22,6 +24,7 @@ use anyhow::Context as _;
 use ipnet::IpNet;
 
 pub mod fetcher;
+pub mod html;
 pub mod policy;
 pub mod resolve;
 pub mod service;

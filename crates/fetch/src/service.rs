@@ -50,13 +50,13 @@ struct FetchTextOutput {
     status: u16,
     /// The response's media type, e.g. `text/html`.
     content_type: String,
-    /// Whether the body was cut at the byte cap.
+    /// Whether the body, or the text made of it, was cut at the byte cap.
     truncated: bool,
     /// Response-body bytes read.
     bytes: u64,
     /// Every URL redirected to, in order.
     redirects: Vec<String>,
-    /// The body as readable text (HTML rendered to plain text).
+    /// The body as readable text (HTML rendered to plain text), at most the byte cap long.
     text: String,
 }
 

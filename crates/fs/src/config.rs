@@ -1,7 +1,10 @@
 //! From flags (`FsArgs`) to the service state: validate everything without I/O and report
 //! every problem at once, then open the roots.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use crate::{
     FsArgs,
@@ -10,6 +13,25 @@ use crate::{
     ops::{Limits, State},
     roots::Roots,
 };
+
+/// Largest `--max-concurrent-ops`: tokio's default blocking thread pool size.
+pub const MAX_CONCURRENT_OPS: usize = 512;
+/// Longest `--op-timeout`: one day.
+pub const MAX_OP_TIMEOUT_SECS: f64 = 86_400.0;
+
+/// Parses `--op-timeout SECS`: a positive number of seconds, fractions allowed (`0.5`).
+pub fn parse_op_timeout(value: &str) -> Result<Duration, String> {
+    let secs: f64 = value
+        .trim()
+        .parse()
+        .map_err(|_| format!("{value:?} is not a number of seconds"))?;
+    if !(secs > 0.0 && secs <= MAX_OP_TIMEOUT_SECS) {
+        return Err(format!(
+            "must be more than 0 and at most {MAX_OP_TIMEOUT_SECS} seconds"
+        ));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|err| err.to_string())
+}
 
 /// A `--root` value: `NAME=PATH` or just `PATH` (named after its last component).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,6 +123,7 @@ pub fn validate(args: &FsArgs) -> Result<(Vec<RootSpec>, DenyList, Limits), Vec<
         ("--max-read-bytes", args.max_read_bytes),
         ("--max-write-bytes", args.max_write_bytes),
         ("--search-max-file-bytes", args.search_max_file_bytes),
+        ("--search-max-total-bytes", args.search_max_total_bytes),
     ] {
         if value == 0 {
             errors.push(format!("{flag} must be at least 1"));
@@ -114,10 +137,17 @@ pub fn validate(args: &FsArgs) -> Result<(Vec<RootSpec>, DenyList, Limits), Vec<
         ("--search-max-files", args.search_max_files),
         ("--search-max-matches", args.search_max_matches),
         ("--resource-page-size", args.resource_page_size),
+        ("--max-concurrent-ops", args.max_concurrent_ops),
     ] {
         if value == 0 {
             errors.push(format!("{flag} must be at least 1"));
         }
+    }
+    if args.max_concurrent_ops > MAX_CONCURRENT_OPS {
+        errors.push(format!(
+            "--max-concurrent-ops must be at most {MAX_CONCURRENT_OPS} (the runtime's blocking \
+             thread pool)"
+        ));
     }
     match deny {
         Some(deny) if errors.is_empty() => Ok((specs, deny, limits_of(args))),
@@ -136,8 +166,11 @@ fn limits_of(args: &FsArgs) -> Limits {
         search_max_files: args.search_max_files,
         search_max_file_bytes: args.search_max_file_bytes,
         search_max_matches: args.search_max_matches,
+        search_max_total_bytes: args.search_max_total_bytes,
         resource_page_size: args.resource_page_size,
         allow_hard_links: args.allow_hard_links,
+        op_timeout: args.op_timeout,
+        max_concurrent_ops: args.max_concurrent_ops,
     }
 }
 
@@ -150,11 +183,7 @@ pub fn build_state(args: &FsArgs) -> anyhow::Result<State> {
         let writable = args.writable.contains(&spec.name);
         roots.push(Root::open(spec.name, &spec.path, writable)?);
     }
-    Ok(State {
-        roots: Roots::new(roots),
-        deny,
-        limits,
-    })
+    Ok(State::new(Roots::new(roots), deny, limits))
 }
 
 #[cfg(test)]
@@ -233,5 +262,31 @@ mod tests {
         .expect("valid");
         assert!(deny.denied_str(".env").is_none());
         assert!(deny.denied_str("a.secret").is_some());
+    }
+
+    #[test]
+    fn time_and_concurrency_flags_are_validated() {
+        assert_eq!(parse_op_timeout("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_op_timeout("0.25"), Ok(Duration::from_millis(250)));
+        for bad in ["0", "-1", "NaN", "inf", "x", "100000"] {
+            assert!(parse_op_timeout(bad).is_err(), "{bad}");
+        }
+        let (_, _, limits) = validate(&args(&["--root", "/x"])).expect("valid");
+        assert_eq!(limits.op_timeout, Duration::from_secs(10));
+        assert_eq!(limits.max_concurrent_ops, 4);
+        assert_eq!(limits.search_max_total_bytes, 64 * 1024 * 1024);
+        let errors = validate(&args(&[
+            "--root",
+            "/x",
+            "--max-concurrent-ops",
+            "0",
+            "--search-max-total-bytes",
+            "0",
+        ]))
+        .expect_err("invalid");
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        let errors =
+            validate(&args(&["--root", "/x", "--max-concurrent-ops", "513"])).expect_err("invalid");
+        assert!(errors[0].contains("at most 512"), "{errors:?}");
     }
 }

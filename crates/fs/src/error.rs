@@ -20,6 +20,18 @@ pub enum FsError {
     UnknownRoot { name: String, known: String },
     #[error("\".\" lists the roots; name a root to {action} (roots: {known})")]
     NeedsRoot { action: &'static str, known: String },
+    #[error(
+        "\"{path}\" is a write_file temp name (.micromcp-*.tmp), reserved for the service: \
+         refused"
+    )]
+    Reserved { path: String },
+    #[error(
+        "busy: {limit} file operations are already running (--max-concurrent-ops) and none \
+         finished within the {timeout_secs}-second --op-timeout; try again later"
+    )]
+    Busy { limit: usize, timeout_secs: f64 },
+    #[error("cancelled")]
+    Cancelled,
     #[error("not found")]
     NotFound,
     #[error("a symlink is on the path: refused (symlinks are never followed)")]

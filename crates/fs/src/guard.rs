@@ -13,8 +13,59 @@ pub const MAX_PATH_BYTES: usize = 4096;
 /// Longest single path component, in bytes (Linux `NAME_MAX`).
 pub const MAX_COMPONENT_BYTES: usize = 255;
 
-/// The deny globs used unless `--no-default-deny` is given.
-pub const DEFAULT_DENY: [&str; 5] = [".env*", "*.pem", "*.key", ".ssh/", ".git/"];
+/// The deny globs used unless `--no-default-deny` is given: names that hold secrets by
+/// convention. Each entry is documented in `docs/services/fs.md`.
+pub const DEFAULT_DENY: [&str; 25] = [
+    // Environment files and keys.
+    ".env*",
+    "*.pem",
+    "*.key",
+    // SSH keys, also outside `.ssh/` (e.g. `deploy/id_rsa`).
+    "id_rsa*",
+    "id_dsa*",
+    "id_ecdsa*",
+    "id_ed25519*",
+    // Key stores: PKCS#12 bundles, Java key stores.
+    "*.p12",
+    "*.pfx",
+    "*.jks",
+    "*.keystore",
+    // Credential files of common tools.
+    ".netrc",
+    ".npmrc",
+    ".pypirc",
+    ".pgpass",
+    ".git-credentials",
+    ".htpasswd",
+    "credentials.json",
+    // Terraform state (holds resource secrets in clear), with its backups.
+    "*.tfstate*",
+    // Directories of credentials and keys.
+    ".ssh/",
+    ".git/",
+    ".aws/",
+    ".kube/",
+    ".gnupg/",
+    ".docker/",
+];
+
+/// Names `write_file` gives its temp files: `.micromcp-<hex>.tmp`. They are the service's
+/// own, so they are hidden from listings and refused to callers whatever the deny list.
+pub const TEMP_PREFIX: &str = ".micromcp-";
+/// See [`TEMP_PREFIX`].
+pub const TEMP_SUFFIX: &str = ".tmp";
+
+/// Whether one path component is a `write_file` temp name (`.micromcp-*.tmp`).
+pub fn is_temp_name(component: &str) -> bool {
+    component.len() > TEMP_PREFIX.len() + TEMP_SUFFIX.len()
+        && component.starts_with(TEMP_PREFIX)
+        && component.ends_with(TEMP_SUFFIX)
+}
+
+/// Whether any component of a `/`-separated relative path is a `write_file` temp name.
+pub fn has_temp_name(path: &str) -> bool {
+    path.split('/').any(is_temp_name)
+}
 
 /// Why a caller's path was refused before any syscall.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -314,6 +365,28 @@ mod tests {
             ("home/.ssh/id_ed25519", ".ssh/"),
             (".git/config", ".git/"),
             ("sub/.git/HEAD", ".git/"),
+            ("deploy/id_rsa", "id_rsa*"),
+            ("id_rsa.pub", "id_rsa*"),
+            ("id_dsa", "id_dsa*"),
+            ("keys/id_ecdsa_sk", "id_ecdsa*"),
+            ("ID_ED25519", "id_ed25519*"),
+            ("cert.p12", "*.p12"),
+            ("a/b.PFX", "*.pfx"),
+            ("release.jks", "*.jks"),
+            ("android/debug.keystore", "*.keystore"),
+            (".netrc", ".netrc"),
+            ("web/.npmrc", ".npmrc"),
+            (".pypirc", ".pypirc"),
+            (".pgpass", ".pgpass"),
+            (".git-credentials", ".git-credentials"),
+            ("site/.htpasswd", ".htpasswd"),
+            ("gcp/credentials.json", "credentials.json"),
+            ("infra/terraform.tfstate", "*.tfstate*"),
+            ("terraform.tfstate.backup", "*.tfstate*"),
+            (".aws/credentials", ".aws/"),
+            ("home/.kube/config", ".kube/"),
+            (".gnupg/private-keys-v1.d/x", ".gnupg/"),
+            (".docker/config.json", ".docker/"),
         ] {
             assert_eq!(deny.denied_str(path), Some(DenyRule(rule.into())), "{path}");
         }
@@ -324,9 +397,30 @@ mod tests {
             "a/b.txt",
             "my.env.example/x",
             "keys/x.keys",
+            "aws/credentials",
+            "npmrc",
+            "my_id_rsa",
+            "credentials.json.example/x",
+            "terraform.tf",
+            "docker/compose.yml",
         ] {
             assert_eq!(deny.denied_str(path), None, "{path}");
         }
+    }
+
+    #[test]
+    fn write_temp_names_are_recognised_in_any_component() {
+        assert!(is_temp_name(
+            ".micromcp-0123456789abcdef0123456789abcdef.tmp"
+        ));
+        assert!(is_temp_name(".micromcp-x.tmp"));
+        assert!(!is_temp_name(".micromcp-.tmp"));
+        assert!(!is_temp_name("micromcp-x.tmp"));
+        assert!(!is_temp_name(".micromcp-x.tmp.txt"));
+        assert!(has_temp_name("a/.micromcp-x.tmp"));
+        assert!(has_temp_name(".micromcp-x.tmp/b"));
+        assert!(!has_temp_name("a/b.tmp"));
+        assert!(!has_temp_name(""));
     }
 
     #[test]

@@ -7,17 +7,20 @@
 //! How it stays beneath the roots, in the order a request meets the checks:
 //! 1. [`guard`] (pure, fuzzable): the caller's path is checked as text — no NUL, control
 //!    characters, absolute paths or `..`, bounded length — and matched against the deny
-//!    globs (`.env*`, `*.pem`, `*.key`, `.ssh/`, `.git/` by default).
+//!    globs (`.env*`, `*.pem`, `*.key`, SSH keys, key stores, credential files, `.ssh/`,
+//!    `.git/`, `.aws/`… by default; see [`guard::DEFAULT_DENY`]). `write_file`'s own temp
+//!    names (`.micromcp-*.tmp`) are hidden and refused too.
 //! 2. [`roots`]: the first component picks the root when there are several.
 //! 3. [`beneath`]: the kernel resolves the path with `openat2(RESOLVE_BENEATH |
 //!    RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)` from the root's directory fd opened at
 //!    startup; everything after the open goes through the returned fd. Symlinks are never
 //!    followed, hard-linked files are refused unless `--allow-hard-links`.
-//! 4. [`ops`]: bounded operations (size caps, walk budgets) on top of those fds.
+//! 4. [`ops`]: bounded operations (size caps, walk budgets, a wall-clock deadline, the
+//!    caller's cancellation) on top of those fds; at most `--max-concurrent-ops` run at once.
 //!
 //! [`handler`] exposes them over MCP; [`config`] turns flags into the state.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 pub mod beneath;
 pub mod config;
@@ -52,7 +55,8 @@ pub struct FsArgs {
     #[arg(long, value_name = "GLOB")]
     pub deny: Vec<String>,
 
-    /// Drop the default deny globs (.env*, *.pem, *.key, .ssh/, .git/); keep only --deny.
+    /// Drop the default deny globs (.env*, *.pem, *.key, id_rsa*, *.p12, .netrc, .aws/, .ssh/,
+    /// .git/ and the rest of the documented list); keep only --deny.
     #[arg(long)]
     pub no_default_deny: bool,
 
@@ -97,6 +101,22 @@ pub struct FsArgs {
     #[arg(long, default_value_t = 100, value_name = "N")]
     pub search_max_matches: usize,
 
+    /// Most bytes one `search_files` reads, all files together; at this budget the search
+    /// stops and returns what it found (`stopped: "budget"`).
+    #[arg(long, default_value_t = 64 * 1024 * 1024, value_name = "BYTES")]
+    pub search_max_total_bytes: u64,
+
+    /// Wall-clock limit of one operation, in seconds (fractions allowed). Walking operations
+    /// (search, find, listings) stop at it and return partial results (`stopped:
+    /// "deadline"`); it also bounds the wait for a free slot (see --max-concurrent-ops).
+    #[arg(long, default_value = "10", value_parser = config::parse_op_timeout, value_name = "SECS")]
+    pub op_timeout: Duration,
+
+    /// Most file operations running at once, over all sessions. Further calls wait for a
+    /// slot, at most --op-timeout, then are refused as busy.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub max_concurrent_ops: usize,
+
     /// Resources per `resources/list` page.
     #[arg(long, default_value_t = 100, value_name = "N")]
     pub resource_page_size: usize,
@@ -113,5 +133,9 @@ pub async fn run(args: FsArgs) -> anyhow::Result<()> {
             "fs: serving root"
         );
     }
-    micromcp_services::serve(FsService::new(Arc::new(state)), args.http).await
+    let served = micromcp_services::serve(FsService::new(Arc::new(state)), args.http).await;
+    // stdin closed (or the server failed): make every blocking operation still running stop
+    // at its next check, so the runtime's shutdown does not wait on it.
+    ops::begin_shutdown();
+    served
 }

@@ -2,17 +2,28 @@
 //! fd-based primitives of `beneath`. Each takes the service state and caller input and
 //! returns a serialisable result or an [`FsError`] naming the rule that refused it.
 
-use std::{ops::ControlFlow, os::fd::BorrowedFd};
+use std::{
+    ops::ControlFlow,
+    os::fd::BorrowedFd,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use globset::{GlobBuilder, GlobMatcher};
+use regex_syntax::ast::{self, Ast, RepetitionKind, RepetitionRange};
 use rmcp::schemars::{self, JsonSchema};
 use rustix::fs::{FileType, Stat};
 use serde::Serialize;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 use crate::{
     beneath::{self, Root},
     error::FsError,
-    guard::{DenyList, RelPath},
+    guard::{DenyList, RelPath, has_temp_name},
     roots::{Roots, Target},
 };
 
@@ -28,8 +39,14 @@ pub struct Limits {
     pub search_max_files: usize,
     pub search_max_file_bytes: u64,
     pub search_max_matches: usize,
+    /// Most bytes one `search_files` reads, all files together.
+    pub search_max_total_bytes: u64,
     pub resource_page_size: usize,
     pub allow_hard_links: bool,
+    /// Wall-clock time one operation may run (and wait for a free slot).
+    pub op_timeout: Duration,
+    /// Most blocking file operations running at once, over all sessions.
+    pub max_concurrent_ops: usize,
 }
 
 impl Default for Limits {
@@ -44,8 +61,11 @@ impl Default for Limits {
             search_max_files: 10_000,
             search_max_file_bytes: 1024 * 1024,
             search_max_matches: 100,
+            search_max_total_bytes: 64 * 1024 * 1024,
             resource_page_size: 100,
             allow_hard_links: false,
+            op_timeout: Duration::from_secs(10),
+            max_concurrent_ops: 4,
         }
     }
 }
@@ -56,17 +76,91 @@ pub const MAX_QUERY_BYTES: usize = 1024;
 pub const MAX_GLOB_BYTES: usize = 1024;
 /// Matched lines longer than this are cut (a minified file is one huge line).
 const MAX_LINE_BYTES: usize = 500;
-/// Compiled-regex size cap: the regex crate is linear-time, this bounds its memory.
-const REGEX_SIZE_LIMIT: usize = 1 << 20;
+/// Compiled-regex size cap. The regex crate is linear-time, but its cost per byte grows with
+/// the compiled size: `[^\x01]{5000}` under a 1 MiB cap cost ~3 s per 64 KiB line. Under
+/// 64 KiB (with the repetition bound below) the worst patterns we found cost a few ms per
+/// 64 KiB line.
+const REGEX_SIZE_LIMIT: usize = 64 * 1024;
+/// Lazy-DFA cache per search. Kept at 1 MiB: a smaller cache makes the DFA give up on big
+/// patterns and fall back to slower engines (measured: 100× slower at 64 KiB).
+const REGEX_DFA_SIZE_LIMIT: usize = 1 << 20;
+/// Largest count in a counted repetition (`x{n}`, `x{m,}`, `x{m,n}`) of a caller's regex.
+pub const MAX_REGEX_REPETITION: u32 = 100;
+/// Lines longer than this are searched in pieces of this size (overlapping by
+/// [`LINE_PIECE_OVERLAP`]), with the stop checks between pieces: one huge line (a minified
+/// file) cannot hold a search past its deadline or cancellation.
+pub const LINE_PIECE_BYTES: usize = 64 * 1024;
+/// Overlap between the pieces of a long line, so short matches across a boundary are found.
+pub const LINE_PIECE_OVERLAP: usize = 1024;
 /// Bytes inspected to tell text from binary.
 const BINARY_SNIFF_BYTES: usize = 8192;
 
-/// The service's immutable state, shared by all sessions.
+/// Set once the service is shutting down (stdin closed): every running operation stops at
+/// its next check, so blocking threads cannot keep the process alive.
+static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
+
+/// Makes every running and future operation of this process stop at its next check.
+pub fn begin_shutdown() {
+    SHUTTING_DOWN.store(true, Ordering::Relaxed);
+}
+
+/// Why a walking operation stopped before its natural end (its results are partial).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Stopped {
+    /// `--op-timeout` ran out.
+    Deadline,
+    /// `--search-max-total-bytes` were read.
+    Budget,
+    /// The caller cancelled the request, the session ended, or the service is shutting down.
+    Cancelled,
+}
+
+/// When a running operation must stop: its wall-clock deadline, the caller's cancellation
+/// token (rmcp cancels it on `notifications/cancelled` and when the session ends), or process
+/// shutdown. Checked between directory entries, files, lines and pieces of long lines.
+#[derive(Debug, Clone)]
+pub struct Stop {
+    deadline: Instant,
+    cancel: CancellationToken,
+}
+
+impl Stop {
+    pub fn new(timeout: Duration, cancel: CancellationToken) -> Self {
+        let now = Instant::now();
+        let deadline = now
+            .checked_add(timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365));
+        Self { deadline, cancel }
+    }
+
+    /// A stop with only a deadline.
+    pub fn after(timeout: Duration) -> Self {
+        Self::new(timeout, CancellationToken::new())
+    }
+
+    /// `Err` with the reason once the operation must stop.
+    pub fn check(&self) -> Result<(), Stopped> {
+        if self.cancel.is_cancelled() || SHUTTING_DOWN.load(Ordering::Relaxed) {
+            return Err(Stopped::Cancelled);
+        }
+        if Instant::now() >= self.deadline {
+            return Err(Stopped::Deadline);
+        }
+        Ok(())
+    }
+}
+
+/// The service's state, shared by all sessions.
 #[derive(Debug)]
 pub struct State {
     pub roots: Roots,
     pub deny: DenyList,
     pub limits: Limits,
+    /// One permit per blocking operation allowed to run (`--max-concurrent-ops`).
+    pub(crate) permits: Arc<Semaphore>,
+    /// Files `search_files` has started reading since startup, all calls together.
+    searched_files: AtomicU64,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -89,8 +183,12 @@ pub struct ListOutput {
     pub path: String,
     /// Sorted by name; denied entries are left out.
     pub entries: Vec<Entry>,
-    /// More entries exist than were returned (see `--max-list-entries`).
+    /// More entries exist than were returned (see `--max-list-entries`), or the listing
+    /// stopped early (`stopped`).
     pub truncated: bool,
+    /// Why the listing stopped early, when it did: `deadline` (`--op-timeout`) or `cancelled`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<Stopped>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -138,8 +236,11 @@ pub struct FindOutput {
     pub matches: Vec<Found>,
     /// Entries examined.
     pub scanned: usize,
-    /// Stopped early at a limit (results, walked entries or depth): there may be more.
+    /// Stopped early at a limit (results, walked entries, depth, time): there may be more.
     pub truncated: bool,
+    /// Why the walk stopped early, when it was time or cancellation: `deadline` or `cancelled`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<Stopped>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -161,8 +262,15 @@ pub struct SearchOutput {
     pub skipped_binary: usize,
     /// Files skipped because they are hard links (see `--allow-hard-links`).
     pub skipped_hard_links: usize,
-    /// Stopped early at a limit (matches, files, walked entries or depth).
+    /// Bytes read from files, all together (bounded by `--search-max-total-bytes`).
+    pub bytes_searched: u64,
+    /// Stopped early at a limit (matches, files, walked entries, depth, bytes or time).
     pub truncated: bool,
+    /// Why the search stopped early, when it was time, bytes or cancellation: `deadline`
+    /// (`--op-timeout`), `budget` (`--search-max-total-bytes`) or `cancelled`. The matches
+    /// found until then are returned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<Stopped>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -174,18 +282,45 @@ pub struct WriteOutput {
 }
 
 impl State {
-    /// Refuses `rel` when the deny list matches it.
-    fn check_allowed(&self, root: &Root, rel: &RelPath) -> Result<(), FsError> {
-        match self.deny.denied(rel) {
-            Some(rule) => Err(FsError::Denied {
-                path: self.roots.caller_path(root, rel),
-                rule,
-            }),
-            None => Ok(()),
+    pub fn new(roots: Roots, deny: DenyList, limits: Limits) -> Self {
+        let permits = Arc::new(Semaphore::new(limits.max_concurrent_ops.max(1)));
+        Self {
+            roots,
+            deny,
+            limits,
+            permits,
+            searched_files: AtomicU64::new(0),
         }
     }
 
-    pub fn list_directory(&self, path: &str) -> Result<ListOutput, FsError> {
+    /// Files `search_files` has started reading since startup, over all calls (a
+    /// diagnostic; tests use it to see that a cancelled search stopped).
+    pub fn files_searched_total(&self) -> u64 {
+        self.searched_files.load(Ordering::Relaxed)
+    }
+
+    /// Refuses `rel` when the deny list matches it, or when it is a `write_file` temp name.
+    fn check_allowed(&self, root: &Root, rel: &RelPath) -> Result<(), FsError> {
+        if let Some(rule) = self.deny.denied(rel) {
+            return Err(FsError::Denied {
+                path: self.roots.caller_path(root, rel),
+                rule,
+            });
+        }
+        if has_temp_name(rel.as_str()) {
+            return Err(FsError::Reserved {
+                path: self.roots.caller_path(root, rel),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether a walked or listed entry is left out: denied, or a `write_file` temp file.
+    fn hidden(&self, rel: &RelPath) -> bool {
+        self.deny.denied(rel).is_some() || has_temp_name(rel.as_str())
+    }
+
+    pub fn list_directory(&self, path: &str, stop: &Stop) -> Result<ListOutput, FsError> {
         let (root, rel) = match self.roots.resolve(path)? {
             Target::In(root, rel) => (root, rel),
             Target::AllRoots => return Ok(self.list_roots()),
@@ -196,9 +331,15 @@ impl State {
         let names = beneath::read_names(dir.as_fd_ref(), self.limits.max_walk_entries)?;
         let mut entries = Vec::new();
         let mut truncated = names.incomplete;
+        let mut stopped = None;
         for name in names.names {
-            if self.deny.denied(&rel.join(&name)).is_some() {
+            if self.hidden(&rel.join(&name)) {
                 continue;
+            }
+            if let Err(why) = stop.check() {
+                stopped = Some(why);
+                truncated = true;
+                break;
             }
             if entries.len() == max {
                 truncated = true;
@@ -219,6 +360,7 @@ impl State {
             path: self.roots.caller_path(root, &rel),
             entries,
             truncated,
+            stopped,
         })
     }
 
@@ -236,6 +378,7 @@ impl State {
                 })
                 .collect(),
             truncated: false,
+            stopped: None,
         }
     }
 
@@ -310,6 +453,7 @@ impl State {
         pattern: &str,
         path: &str,
         max_results: Option<usize>,
+        stop: &Stop,
     ) -> Result<FindOutput, FsError> {
         let glob = CallerGlob::new(pattern)?;
         let max = max_results
@@ -319,9 +463,10 @@ impl State {
             matches: Vec::new(),
             scanned: 0,
             truncated: false,
+            stopped: None,
         };
         for (root, start) in self.walk_starts(path)? {
-            let stats = self.walk(root, &start, |visit| {
+            let stats = self.walk(root, &start, stop, |visit| {
                 let relative = visit.rel.as_str().get(start.as_str().len()..).unwrap_or("");
                 if !glob.matches(relative.trim_start_matches('/')) {
                     return ControlFlow::Continue(());
@@ -341,6 +486,7 @@ impl State {
             })?;
             out.scanned += stats.visited;
             out.truncated |= stats.truncated;
+            out.stopped = stats.stopped;
             if out.truncated {
                 break;
             }
@@ -348,18 +494,25 @@ impl State {
         Ok(out)
     }
 
-    pub fn search_files(&self, query: &SearchQuery, path: &str) -> Result<SearchOutput, FsError> {
+    pub fn search_files(
+        &self,
+        query: &SearchQuery,
+        path: &str,
+        stop: &Stop,
+    ) -> Result<SearchOutput, FsError> {
         let mut out = SearchOutput {
             matches: Vec::new(),
             files_scanned: 0,
             files_cut: 0,
             skipped_binary: 0,
             skipped_hard_links: 0,
+            bytes_searched: 0,
             truncated: false,
+            stopped: None,
         };
         let max_matches = query.max_matches.min(self.limits.search_max_matches);
         for (root, start) in self.walk_starts(path)? {
-            let stats = self.walk(root, &start, |visit| {
+            let stats = self.walk(root, &start, stop, |visit| {
                 if beneath::file_type(visit.stat) != FileType::RegularFile {
                     return ControlFlow::Continue(());
                 }
@@ -373,18 +526,19 @@ impl State {
                     out.truncated = true;
                     return ControlFlow::Break(());
                 }
+                if out.bytes_searched >= self.limits.search_max_total_bytes {
+                    out.stopped = Some(Stopped::Budget);
+                    return ControlFlow::Break(());
+                }
                 out.files_scanned += 1;
+                self.searched_files.fetch_add(1, Ordering::Relaxed);
                 let caller_path = self.roots.caller_path(root, &visit.rel);
-                self.search_one(
-                    visit.parent,
-                    visit.name,
-                    &caller_path,
-                    query,
-                    max_matches,
-                    &mut out,
-                )
+                self.search_one(visit, &caller_path, query, max_matches, stop, &mut out)
             })?;
             out.truncated |= stats.truncated;
+            // A stop met inside a file (recorded by `search_one`) comes first.
+            out.stopped = out.stopped.or(stats.stopped);
+            out.truncated |= out.stopped.is_some();
             if out.truncated {
                 break;
             }
@@ -392,17 +546,19 @@ impl State {
         Ok(out)
     }
 
-    /// Searches one file, opened by name through its parent directory's fd.
+    /// Searches one file, opened by name through its parent directory's fd, within what is
+    /// left of the byte budget; checks `stop` between lines.
     fn search_one(
         &self,
-        parent: BorrowedFd<'_>,
-        name: &str,
+        visit: &Visit<'_>,
         caller_path: &str,
         query: &SearchQuery,
         max_matches: usize,
+        stop: &Stop,
         out: &mut SearchOutput,
     ) -> ControlFlow<()> {
-        let (file, stat) = match beneath::open_file(parent, name, self.limits.allow_hard_links) {
+        let opened = beneath::open_file(visit.parent, visit.name, self.limits.allow_hard_links);
+        let (file, stat) = match opened {
             Ok(opened) => opened,
             Err(FsError::HardLink { .. }) => {
                 out.skipped_hard_links += 1;
@@ -411,22 +567,42 @@ impl State {
             // Vanished, swapped for a symlink, unreadable: not searched.
             Err(_) => return ControlFlow::Continue(()),
         };
-        let cap = self.limits.search_max_file_bytes;
         let size = size_of(&stat);
-        if size > cap {
+        let per_file = size.min(self.limits.search_max_file_bytes);
+        let left = self
+            .limits
+            .search_max_total_bytes
+            .saturating_sub(out.bytes_searched);
+        let want = per_file.min(left);
+        if want < size {
             out.files_cut += 1;
         }
-        let Ok(bytes) = beneath::read_at(&file, 0, usize::try_from(size.min(cap)).unwrap_or(0))
-        else {
-            return ControlFlow::Continue(());
+        // The budget ran out inside this file: search what fits, then stop.
+        let flow_after = if want < per_file {
+            out.stopped = Some(Stopped::Budget);
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
         };
+        let Ok(bytes) = beneath::read_at(&file, 0, usize::try_from(want).unwrap_or(0)) else {
+            return flow_after;
+        };
+        out.bytes_searched += bytes.len() as u64;
         if looks_binary(&bytes) {
             out.skipped_binary += 1;
-            return ControlFlow::Continue(());
+            return flow_after;
         }
         for (index, line) in bytes.split(|&b| b == b'\n').enumerate() {
-            if !query.regex.is_match(line) {
-                continue;
+            let matched = stop
+                .check()
+                .and_then(|()| line_matches(&query.regex, line, stop));
+            match matched {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(why) => {
+                    out.stopped = Some(why);
+                    return ControlFlow::Break(());
+                }
             }
             if out.matches.len() == max_matches {
                 out.truncated = true;
@@ -438,7 +614,7 @@ impl State {
                 text: cut_line(line),
             });
         }
-        ControlFlow::Continue(())
+        flow_after
     }
 
     /// The (root, directory) pairs a find or search starts from: one, or every root for `.`
@@ -455,10 +631,14 @@ impl State {
 
     /// Depth-first walk below `start` in sorted order, through directory fds only. Denied
     /// entries are skipped (and never descended into); symlinks are reported, never followed.
+    ///
+    /// `stop` is checked before each entry: at the deadline or on cancellation the walk ends
+    /// with `stopped` and `truncated` set, keeping what was visited.
     fn walk(
         &self,
         root: &Root,
         start: &RelPath,
+        stop: &Stop,
         mut visit: impl FnMut(&Visit<'_>) -> ControlFlow<()>,
     ) -> Result<WalkStats, FsError> {
         let budget = self.limits.max_walk_entries;
@@ -467,6 +647,7 @@ impl State {
         let mut stats = WalkStats {
             visited: 0,
             truncated: names.incomplete,
+            stopped: None,
         };
         let mut stack = vec![Frame {
             fd: top,
@@ -480,8 +661,13 @@ impl State {
                 continue;
             };
             let rel = frame.rel.join(&name);
-            if self.deny.denied(&rel).is_some() {
+            if self.hidden(&rel) {
                 continue;
+            }
+            if let Err(why) = stop.check() {
+                stats.stopped = Some(why);
+                stats.truncated = true;
+                break;
             }
             if stats.visited == budget {
                 stats.truncated = true;
@@ -557,17 +743,20 @@ impl State {
     }
 
     /// Regular, readable files for `resources/list`, in walk order.
-    /// Skips the first `skip`, returns at most `take`, and whether more follow.
+    /// Skips the first `skip`, returns at most `take`, and whether more follow (also when
+    /// the walk stopped early: `stopped`).
     pub fn resource_files(
         &self,
         skip: usize,
         take: usize,
-    ) -> Result<(Vec<ResourceFile<'_>>, bool), FsError> {
+        stop: &Stop,
+    ) -> Result<ResourcePage<'_>, FsError> {
         let mut seen = 0;
         let mut files = Vec::new();
         let mut more = false;
+        let mut stopped = None;
         for root in self.roots.iter() {
-            self.walk(root, &RelPath::root(), |visit| {
+            let stats = self.walk(root, &RelPath::root(), stop, |visit| {
                 let readable = beneath::file_type(visit.stat) == FileType::RegularFile
                     && beneath::check_readable(visit.stat, self.limits.allow_hard_links).is_ok();
                 if !readable {
@@ -588,11 +777,19 @@ impl State {
                 });
                 ControlFlow::Continue(())
             })?;
+            if stats.stopped.is_some() {
+                stopped = stats.stopped;
+                more = true;
+            }
             if more {
                 break;
             }
         }
-        Ok((files, more))
+        Ok(ResourcePage {
+            files,
+            more,
+            stopped,
+        })
     }
 
     /// Reads a whole file for `resources/read`: same guards as `read_file`, and a file
@@ -612,6 +809,16 @@ impl State {
         let bytes = beneath::read_at(&file, 0, usize::try_from(size).unwrap_or(0))?;
         Ok(decode_text(&bytes, false, false)?.text)
     }
+}
+
+/// One page of `resources/list`.
+#[derive(Debug)]
+pub struct ResourcePage<'a> {
+    pub files: Vec<ResourceFile<'a>>,
+    /// More files may follow this page.
+    pub more: bool,
+    /// The walk stopped early (deadline or cancellation).
+    pub stopped: Option<Stopped>,
 }
 
 /// A file listed as a resource.
@@ -641,6 +848,7 @@ struct Frame {
 struct WalkStats {
     visited: usize,
     truncated: bool,
+    stopped: Option<Stopped>,
 }
 
 /// A compiled caller search: the regex (or escaped literal), an optional file glob, a cap.
@@ -665,6 +873,7 @@ impl SearchQuery {
             )));
         }
         let pattern = if is_regex {
+            check_repetitions(query)?;
             query.to_owned()
         } else {
             regex::escape(query)
@@ -672,14 +881,83 @@ impl SearchQuery {
         let regex = regex::bytes::RegexBuilder::new(&pattern)
             .case_insensitive(case_insensitive)
             .size_limit(REGEX_SIZE_LIMIT)
-            .dfa_size_limit(REGEX_SIZE_LIMIT)
+            .dfa_size_limit(REGEX_DFA_SIZE_LIMIT)
             .build()
-            .map_err(|err| FsError::Invalid(format!("invalid regex: {err}")))?;
+            .map_err(|err| match err {
+                regex::Error::CompiledTooBig(_) => FsError::Invalid(format!(
+                    "invalid regex: it compiles to more than the {} KiB size limit: refused \
+                     (Unicode classes such as \\w, \\d or . are large: (?-u) or ASCII \
+                     classes such as [A-Za-z0-9_] are much smaller)",
+                    REGEX_SIZE_LIMIT / 1024
+                )),
+                other => FsError::Invalid(format!("invalid regex: {other}")),
+            })?;
         Ok(Self {
             regex,
             glob: glob.map(CallerGlob::new).transpose()?,
             max_matches: max_matches.unwrap_or(usize::MAX),
         })
+    }
+}
+
+/// Refuses counted repetitions above [`MAX_REGEX_REPETITION`] (`x{5000}`): their cost per
+/// searched byte grows with the count. A pattern that does not parse is left to the regex
+/// builder, which reports the syntax error.
+fn check_repetitions(pattern: &str) -> Result<(), FsError> {
+    struct Counts<'p>(&'p str);
+    impl ast::Visitor for Counts<'_> {
+        type Output = ();
+        type Err = String;
+        fn finish(self) -> Result<(), String> {
+            Ok(())
+        }
+        fn visit_pre(&mut self, node: &Ast) -> Result<(), String> {
+            if let Ast::Repetition(repetition) = node
+                && let RepetitionKind::Range(range) = &repetition.op.kind
+            {
+                let count = match *range {
+                    RepetitionRange::Exactly(n) | RepetitionRange::AtLeast(n) => n,
+                    RepetitionRange::Bounded(m, n) => m.max(n),
+                };
+                if count > MAX_REGEX_REPETITION {
+                    let span = &repetition.op.span;
+                    let text = self.0.get(span.start.offset..span.end.offset).unwrap_or("");
+                    return Err(text.to_owned());
+                }
+            }
+            Ok(())
+        }
+    }
+    let Ok(parsed) = ast::parse::Parser::new().parse(pattern) else {
+        return Ok(());
+    };
+    ast::visit(&parsed, Counts(pattern)).map_err(|text| {
+        FsError::Invalid(format!(
+            "invalid regex: the counted repetition \"{text}\" exceeds the limit: repetition \
+             counts are at most {MAX_REGEX_REPETITION}: refused"
+        ))
+    })
+}
+
+/// Whether `line` matches. A line longer than [`LINE_PIECE_BYTES`] is searched in pieces of
+/// that size overlapping by [`LINE_PIECE_OVERLAP`], checking `stop` between pieces: a match
+/// longer than the overlap across a piece boundary is missed, and each piece is searched as
+/// if it were a whole line (`^`, `$`, `\b` at its ends).
+fn line_matches(regex: &regex::bytes::Regex, line: &[u8], stop: &Stop) -> Result<bool, Stopped> {
+    if line.len() <= LINE_PIECE_BYTES {
+        return Ok(regex.is_match(line));
+    }
+    let mut start = 0;
+    loop {
+        let end = (start + LINE_PIECE_BYTES).min(line.len());
+        if regex.is_match(&line[start..end]) {
+            return Ok(true);
+        }
+        if end == line.len() {
+            return Ok(false);
+        }
+        stop.check()?;
+        start = end - LINE_PIECE_OVERLAP;
     }
 }
 
@@ -843,6 +1121,54 @@ mod tests {
                 .matches("a/b/c.rs")
         );
         assert!(CallerGlob::new("").is_err());
+    }
+
+    #[test]
+    fn counted_repetitions_are_bounded() {
+        for ok in [
+            "a{100}", "a{0,100}", "a{100,}", "a*b+c?", r"\{500\}", "[{]500}",
+        ] {
+            assert!(check_repetitions(ok).is_ok(), "{ok}");
+        }
+        for (bad, shown) in [
+            ("a{101}", "{101}"),
+            ("a{1,5000}", "{1,5000}"),
+            ("x(a{2}){101,}?", "{101,}?"),
+        ] {
+            let err = check_repetitions(bad).expect_err(bad).to_string();
+            assert!(
+                err.contains(&format!("\"{shown}\"")) && err.contains("at most 100"),
+                "{bad}: {err}"
+            );
+        }
+        // A pattern that does not parse is left to the regex builder's own error.
+        assert!(check_repetitions("a{").is_ok());
+        assert!(SearchQuery::new("a{", true, false, None, None).is_err());
+    }
+
+    #[test]
+    fn long_lines_are_searched_in_overlapping_pieces() {
+        let stop = Stop::after(Duration::from_secs(60));
+        let regex = regex::bytes::Regex::new("needle").expect("regex");
+        let mut line = vec![b'x'; LINE_PIECE_BYTES * 3];
+        assert_eq!(line_matches(&regex, &line, &stop), Ok(false));
+        // Far into the line, and across the first piece boundary: both found.
+        line[LINE_PIECE_BYTES * 2 + 10..LINE_PIECE_BYTES * 2 + 16].copy_from_slice(b"needle");
+        assert_eq!(line_matches(&regex, &line, &stop), Ok(true));
+        let mut across = vec![b'x'; LINE_PIECE_BYTES * 2];
+        across[LINE_PIECE_BYTES - 3..LINE_PIECE_BYTES + 3].copy_from_slice(b"needle");
+        assert_eq!(line_matches(&regex, &across, &stop), Ok(true));
+        // A stop is seen between pieces.
+        let stopped = Stop::after(Duration::from_nanos(1));
+        std::thread::sleep(Duration::from_millis(1));
+        assert_eq!(
+            line_matches(&regex, &vec![b'x'; LINE_PIECE_BYTES * 2], &stopped),
+            Err(Stopped::Deadline)
+        );
+        let cancel = CancellationToken::new();
+        let cancelled = Stop::new(Duration::from_secs(60), cancel.clone());
+        cancel.cancel();
+        assert_eq!(cancelled.check(), Err(Stopped::Cancelled));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::{
 };
 
 use common::{arg, put, serve, state};
-use micromcp_fs::error::FsError;
+use micromcp_fs::{error::FsError, ops::Stop};
 use serde_json::json;
 
 /// Text that only exists outside the root (or in denied files): it must never be returned.
@@ -360,7 +360,8 @@ fn a_directory_swapped_for_a_symlink_mid_use_never_leaks() {
             Err(FsError::Symlink | FsError::NotFound) => refused += 1,
             Err(other) => panic!("unexpected: {other}"),
         }
-        if let Ok(listing) = state.list_directory("d") {
+        let stop = Stop::after(Duration::from_secs(10));
+        if let Ok(listing) = state.list_directory("d", &stop) {
             assert!(listing.entries.iter().all(|e| e.name == "f.txt"));
         }
         let searched = state
@@ -368,6 +369,7 @@ fn a_directory_swapped_for_a_symlink_mid_use_never_leaks() {
                 &micromcp_fs::ops::SearchQuery::new("CONTENT", false, false, None, None)
                     .expect("query"),
                 ".",
+                &stop,
             )
             .expect("search");
         assert!(searched.matches.is_empty(), "{:?}", searched.matches);
@@ -380,4 +382,122 @@ fn a_directory_swapped_for_a_symlink_mid_use_never_leaks() {
         served > 0 && refused > 0,
         "served {served}, refused {refused}"
     );
+}
+
+#[tokio::test]
+async fn conventional_secret_files_are_denied_by_default() {
+    let l = layout();
+    // Each file named by a default deny glob added after the review, with its rule.
+    let secrets = [
+        ("deploy/id_rsa", "id_rsa*"),
+        ("deploy/id_rsa.pub", "id_rsa*"),
+        ("keys/id_dsa", "id_dsa*"),
+        ("keys/id_ecdsa", "id_ecdsa*"),
+        ("keys/id_ed25519", "id_ed25519*"),
+        ("cert.p12", "*.p12"),
+        ("cert.pfx", "*.pfx"),
+        ("java/release.jks", "*.jks"),
+        ("android/debug.keystore", "*.keystore"),
+        (".netrc", ".netrc"),
+        ("web/.npmrc", ".npmrc"),
+        (".pypirc", ".pypirc"),
+        (".pgpass", ".pgpass"),
+        (".git-credentials", ".git-credentials"),
+        ("site/.htpasswd", ".htpasswd"),
+        ("gcp/credentials.json", "credentials.json"),
+        ("infra/terraform.tfstate", "*.tfstate*"),
+        ("infra/terraform.tfstate.backup", "*.tfstate*"),
+        (".aws/credentials", ".aws/"),
+        (".kube/config", ".kube/"),
+        (".gnupg/pubring.kbx", ".gnupg/"),
+        (".docker/config.json", ".docker/"),
+    ];
+    for (path, _) in secrets {
+        put(&l.data, path, OUTSIDE);
+    }
+    let mut client = serve(&["--root", &arg(&l.data)]).await;
+    for (path, rule) in secrets {
+        let error = client.tool_err("read_file", json!({"path": path})).await;
+        assert!(
+            error.contains(&format!("denied by the rule \"{rule}\"")),
+            "{path}: {error}"
+        );
+        let error = client.tool_err("stat", json!({"path": path})).await;
+        assert!(error.contains("denied"), "{path}: {error}");
+    }
+    let searched = client
+        .tool_ok("search_files", json!({"query": OUTSIDE}))
+        .await;
+    assert_eq!(searched["matches"], json!([]), "{searched}");
+    let found = client.tool_ok("find_files", json!({"pattern": "**"})).await;
+    let text = found.to_string();
+    for (path, _) in secrets {
+        let name = path.rsplit('/').next().expect("name");
+        assert!(!text.contains(name), "{name} listed: {text}");
+    }
+    let resources = client.all_resources().await;
+    let text = serde_json::to_string(&resources).expect("json");
+    for (path, _) in secrets {
+        let name = path.rsplit('/').next().expect("name");
+        assert!(!text.contains(name), "{name} listed as a resource");
+    }
+    // The directories in between are still there; only the secrets are hidden.
+    let deploy = client
+        .tool_ok("list_directory", json!({"path": "deploy"}))
+        .await;
+    assert_eq!(deploy["entries"], json!([]), "{deploy}");
+}
+
+#[tokio::test]
+async fn write_temp_files_are_hidden_and_refused() {
+    let l = layout();
+    // What a crash between create and rename leaves behind.
+    let temp = ".micromcp-0123456789abcdef0123456789abcdef.tmp";
+    put(&l.data, temp, OUTSIDE);
+    put(&l.data, &format!("sub/{temp}"), OUTSIDE);
+    // Hidden and refused even with no deny globs at all, and in a writable root.
+    let mut client = serve(&[
+        "--root",
+        &arg(&l.data),
+        "--no-default-deny",
+        "--writable",
+        "data",
+    ])
+    .await;
+    for path in [temp.to_owned(), format!("sub/{temp}")] {
+        let error = client.tool_err("read_file", json!({"path": path})).await;
+        assert!(
+            error.contains("write_file temp name") && error.contains("refused"),
+            "{path}: {error}"
+        );
+        let error = client
+            .tool_err("write_file", json!({"path": path, "content": "x"}))
+            .await;
+        assert!(error.contains("write_file temp name"), "{path}: {error}");
+    }
+    let listing = client.tool_ok("list_directory", json!({"path": "."})).await;
+    assert!(!listing.to_string().contains(".micromcp-"), "{listing}");
+    let found = client.tool_ok("find_files", json!({"pattern": "*"})).await;
+    assert!(!found.to_string().contains(".micromcp-"), "{found}");
+    let searched = client
+        .tool_ok("search_files", json!({"query": OUTSIDE, "glob": "*.tmp"}))
+        .await;
+    assert_eq!(searched["matches"], json!([]), "{searched}");
+    assert_eq!(searched["files_scanned"], 0);
+    let resources = client.all_resources().await;
+    let text = serde_json::to_string(&resources).expect("json");
+    assert!(!text.contains(".micromcp-"), "{text}");
+    let uri = format!(
+        "file://{}",
+        arg(&l.data.join(temp)) // plain ASCII name: no encoding needed
+    );
+    let error = client.read_resource(&uri).await.expect_err("refused");
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("write_file temp name")),
+        "{error}"
+    );
+    // The files are still there (the service never deletes what it did not create now).
+    assert!(l.data.join(temp).exists());
 }

@@ -67,6 +67,29 @@ async fn site_handler(State(hits): State<Arc<AtomicUsize>>, uri: Uri) -> Respons
         "/exact" => typed("text/plain", vec![b'b'; 100]),
         "/utf8" => typed("text/plain; charset=utf-8", "é".repeat(10).into_bytes()),
         "/json" => typed("application/json", br#"{"k":"v"}"#.to_vec()),
+        "/nested-tables" => typed(
+            "text/html",
+            format!("{}x", "<table><tr><td>".repeat(30_000)).into(),
+        ),
+        "/wide-table" => typed(
+            "text/html",
+            format!(
+                "<table><tr>{}</tr>{}",
+                "<td>x".repeat(30_000),
+                "<tr><td>y".repeat(30_000)
+            )
+            .into(),
+        ),
+        "/deep-divs" => typed(
+            "text/html",
+            format!("{}deep", "<div>".repeat(190_000)).into(),
+        ),
+        "/many-attributes" => typed("text/html", many_attributes().into()),
+        "/tabs" => typed(
+            "text/html",
+            format!("<pre>{}</pre>", "\t".repeat(900_000)).into(),
+        ),
+        "/invalid-utf8" => typed("text/plain", vec![0xff; 1_000_000]),
         "/image" => typed("image/png", vec![0x89, b'P', b'N', b'G']),
         "/untyped" => b"no type".to_vec().into_response_without_type(),
         "/gzip" => (
@@ -93,6 +116,15 @@ async fn site_handler(State(hits): State<Arc<AtomicUsize>>, uri: Uri) -> Respons
             .into_response(),
         _ => StatusCode::NOT_FOUND.into_response(),
     }
+}
+
+/// One start tag with 100,000 distinct attributes, then text.
+fn many_attributes() -> String {
+    let mut html = String::from("<p");
+    for i in 0..100_000 {
+        html.push_str(&format!(" a{i}"));
+    }
+    html + ">text"
 }
 
 trait UntypedBody {
@@ -813,17 +845,50 @@ async fn env_proxy_child() {
     assert!(fetched.text.contains("Hello"), "{}", fetched.text);
 }
 
-#[test]
-fn deeply_nested_html_does_not_crash_the_converter() {
-    let depth = 20_000;
-    let html = format!("{}deep{}", "<div>".repeat(depth), "</div>".repeat(depth));
-    // Run where the service runs it: a blocking-pool thread (2 MiB stack).
-    let text = std::thread::Builder::new()
-        .stack_size(2 * 1024 * 1024)
-        .spawn(move || crate::fetcher::html_to_text(html.as_bytes()))
-        .expect("spawn")
-        .join()
-        .expect("converter thread")
-        .expect("converted");
-    assert!(text.contains("deep"), "{text}");
+/// The pages that crashed or exhausted the previous converter, served for real: each is
+/// answered with text under the cap, and the service still answers the next request.
+#[tokio::test]
+async fn hostile_pages_are_capped_and_the_service_survives() {
+    let site = Site::start().await;
+    let mut flags = site_flags(&site);
+    flags.extend(strings(&["--max-bytes", "1000000"]));
+    let mcp = start_service(&flags).await;
+    let base = format!("http://site.test:{}", site.port());
+    for (path, needle) in [
+        ("/nested-tables", "x"),
+        ("/wide-table", "y"),
+        ("/deep-divs", "deep"),
+        ("/many-attributes", "text"),
+        ("/tabs", "\t"),
+        ("/invalid-utf8", "\u{fffd}"),
+    ] {
+        let result = fetch(&mcp, json!({"url": format!("{base}{path}")})).await;
+        assert_ne!(result["isError"], true, "{path}: {result}");
+        let out = &result["structuredContent"];
+        let text = out["text"].as_str().expect("text");
+        assert!(text.len() <= 1_000_000, "{path}: {} bytes", text.len());
+        assert!(text.contains(needle), "{path}");
+        // The copy in `content` is the same output serialised as JSON: HTML output has no
+        // control characters but tab and newline, so escaping at most doubles it.
+        let copy = result["content"][0]["text"].as_str().expect("content text");
+        assert!(
+            copy.len() <= 2 * 1_000_000 + 1000,
+            "{path}: {} bytes",
+            copy.len()
+        );
+    }
+    // Text that grows in conversion is cut at the cap, and says so.
+    let out = fetch_ok(&mcp, json!({"url": format!("{base}/invalid-utf8")})).await;
+    assert_eq!(out["bytes"], 1_000_000);
+    assert_eq!(out["truncated"], true);
+    let out = fetch_ok(
+        &mcp,
+        json!({"url": format!("{base}/tabs"), "max_bytes": 1000}),
+    )
+    .await;
+    assert_eq!(out["truncated"], true);
+    assert!(out["text"].as_str().expect("text").len() <= 1000);
+    // Still serving.
+    let out = fetch_ok(&mcp, json!({"url": format!("{base}/page")})).await;
+    assert!(out["text"].as_str().expect("text").contains("Hello"));
 }

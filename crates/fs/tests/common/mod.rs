@@ -25,7 +25,12 @@ pub fn state(flags: &[&str]) -> State {
 
 /// Serves the service for `flags` on an ephemeral loopback port; returns a ready session.
 pub async fn serve(flags: &[&str]) -> Session {
-    let service = FsService::new(Arc::new(state(flags)));
+    serve_state(Arc::new(state(flags))).await
+}
+
+/// Serves an already built state (kept by the caller to look at its counters).
+pub async fn serve_state(state: Arc<State>) -> Session {
+    let service = FsService::new(state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -109,7 +114,8 @@ impl Session {
         this
     }
 
-    async fn post(&self, body: Value) -> reqwest::Response {
+    /// POSTs a JSON-RPC message as is (a notification answers 202 Accepted).
+    pub async fn post(&self, body: Value) -> reqwest::Response {
         self.http
             .post(&self.url)
             .header("Accept", "application/json, text/event-stream")
@@ -119,6 +125,31 @@ impl Session {
             .send()
             .await
             .expect("POST")
+    }
+
+    /// POSTs a JSON-RPC message from a background task (for requests whose answer never
+    /// comes, e.g. a cancelled one); the task ends with the response head.
+    pub fn post_detached(&self, body: Value) -> tokio::task::JoinHandle<reqwest::Response> {
+        let request = self
+            .http
+            .post(&self.url)
+            .header("Accept", "application/json, text/event-stream")
+            .header("Mcp-Session-Id", &self.session)
+            .header("MCP-Protocol-Version", LEGACY)
+            .json(&body);
+        tokio::spawn(async move { request.send().await.expect("POST") })
+    }
+
+    /// Ends the session (HTTP DELETE), as a client hanging up; returns the HTTP status.
+    pub async fn close(&self) -> reqwest::StatusCode {
+        self.http
+            .delete(&self.url)
+            .header("Mcp-Session-Id", &self.session)
+            .header("MCP-Protocol-Version", LEGACY)
+            .send()
+            .await
+            .expect("DELETE")
+            .status()
     }
 
     /// Sends a request and returns the whole JSON-RPC response.

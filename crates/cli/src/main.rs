@@ -11,6 +11,9 @@ use micromcp_auth::ApiTokens;
 use micromcp_config::{Config, TokenHash};
 use micromcp_gateway::Gateway;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "micromcp",

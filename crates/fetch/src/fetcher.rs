@@ -391,22 +391,48 @@ pub fn host_of(url: &Url) -> String {
 fn send_error(err: &reqwest::Error, url: &Url, timeout: Duration) -> FetchError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     let mut innermost = String::new();
+    let mut unknown_issuer = false;
     while let Some(cause) = source {
         if let Some(resolve) = cause.downcast_ref::<ResolveError>() {
             return FetchError::Resolve(resolve.clone());
         }
+        unknown_issuer |= matches!(
+            tls_error(cause),
+            Some(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer
+            ))
+        );
         innermost = cause.to_string();
         source = cause.source();
     }
     if err.is_timeout() {
         return FetchError::Timeout(timeout);
     }
+    let mut reason = if err.is_connect() {
+        format!("could not connect: {innermost}")
+    } else {
+        innermost
+    };
+    if unknown_issuer {
+        // The one certificate error a flag can lift: a CA the system does not trust.
+        reason
+            .push_str(" (the certificate's CA is not trusted: trust a private CA with --ca-file)");
+    }
     FetchError::Http {
         host: host_of(url),
-        reason: if err.is_connect() {
-            format!("could not connect: {innermost}")
-        } else {
-            innermost
-        },
+        reason,
+    }
+}
+
+/// The rustls error of a failed handshake, if `cause` is one. It arrives wrapped in
+/// `io::Error`s (two: tokio-rustls's, then the connector's), whose `source()` skips what
+/// they wrap, so they are unwrapped here.
+fn tls_error<'a>(cause: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut cause = cause;
+    loop {
+        if let Some(tls) = cause.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        cause = cause.downcast_ref::<std::io::Error>()?.get_ref()?;
     }
 }

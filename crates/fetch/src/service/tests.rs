@@ -892,3 +892,6 @@ async fn hostile_pages_are_capped_and_the_service_survives() {
     let out = fetch_ok(&mcp, json!({"url": format!("{base}/page")})).await;
     assert!(out["text"].as_str().expect("text").contains("Hello"));
 }
+
+/// Real TLS handshakes against a private CA made at test time.
+mod https;

@@ -19,11 +19,11 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use clap::Parser;
+use micromcp_testkit::rpc_2026;
 use serde_json::{Value, json};
 
 use crate::{FetchArgs, FetchService, build_fetcher};
 
-const MODERN: &str = "2026-07-28";
 const PAGE: &str = "<!doctype html><html><head><title>T</title><script>var secret = 1;</script>\
     </head><body><h1>Hello</h1><p>World of <b>text</b>.</p></body></html>";
 
@@ -186,64 +186,12 @@ fn strings(items: &[&str]) -> Vec<String> {
 /// Serves the fetch service's MCP endpoint on loopback; returns its `/mcp` URL.
 async fn start_service(flags: &[String]) -> String {
     let fetcher = build_fetcher(&parse_args(flags)).expect("fetcher");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind mcp");
-    let addr = listener.local_addr().expect("mcp addr");
-    let app = micromcp_services::http_router(FetchService::new(fetcher));
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{addr}/mcp")
-}
-
-fn http_client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("reqwest client")
-}
-
-/// One stateless 2026-07-28 request; returns the JSON-RPC response.
-async fn rpc(mcp: &str, method: &str, params: Value) -> Value {
-    let mut params = params;
-    params["_meta"] = json!({
-        "io.modelcontextprotocol/protocolVersion": MODERN,
-        "io.modelcontextprotocol/clientCapabilities": {},
-    });
-    let mut request = http_client()
-        .post(mcp)
-        .header("Accept", "application/json, text/event-stream")
-        .header("MCP-Protocol-Version", MODERN)
-        .header("Mcp-Method", method);
-    if let Some(name) = params["name"].as_str() {
-        request = request.header("Mcp-Name", name);
-    }
-    let response = request
-        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
-        .send()
-        .await
-        .expect("POST");
-    let is_sse = response
-        .headers()
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
-    let body = response.text().await.expect("body");
-    if !is_sse {
-        return serde_json::from_str(&body).expect("JSON body");
-    }
-    body.lines()
-        .filter_map(|line| line.strip_prefix("data:"))
-        .map(str::trim)
-        .filter(|data| !data.is_empty())
-        .map(|data| serde_json::from_str::<Value>(data).expect("SSE data is JSON"))
-        .find(|m| m.get("id").is_some())
-        .expect("a JSON-RPC response")
+    micromcp_testkit::serve(micromcp_services::http_router(FetchService::new(fetcher))).await
 }
 
 /// Calls `fetch_text` and returns the tool result (panics on a JSON-RPC error).
 async fn fetch(mcp: &str, arguments: Value) -> Value {
-    let response = rpc(
+    let response = rpc_2026(
         mcp,
         "tools/call",
         json!({"name": "fetch_text", "arguments": arguments}),
@@ -277,7 +225,7 @@ async fn fetch_refused(mcp: &str, url: &str) -> String {
 async fn tools_list_declares_hints_and_output_schema() {
     let site = Site::start().await;
     let mcp = start_service(&site_flags(&site)).await;
-    let listed = rpc(&mcp, "tools/list", json!({})).await;
+    let listed = rpc_2026(&mcp, "tools/list", json!({})).await;
     let tools = listed["result"]["tools"].as_array().expect("tools");
     assert_eq!(tools.len(), 1, "{listed}");
     let tool = &tools[0];
@@ -377,7 +325,7 @@ async fn max_bytes_zero_is_invalid_params() {
     let site = Site::start().await;
     let mcp = start_service(&site_flags(&site)).await;
     let url = format!("http://site.test:{}/page", site.port());
-    let response = rpc(
+    let response = rpc_2026(
         &mcp,
         "tools/call",
         json!({"name": "fetch_text", "arguments": {"url": url, "max_bytes": 0}}),

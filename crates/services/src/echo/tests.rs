@@ -1,138 +1,20 @@
 //! The echo service over real Streamable HTTP, driven with raw JSON-RPC so the tests pin the
 //! wire format the gateway sees, not rmcp's client API.
 
+use micromcp_testkit::{LEGACY, Session, messages, post_2026, response_of, serve};
 use serde_json::{Value, json};
 
 use super::http_router;
 
-const LEGACY: &str = "2025-11-25";
-const MODERN: &str = "2026-07-28";
-
 /// Serves the echo app on an ephemeral loopback port; returns its `/mcp` URL.
 async fn spawn() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("local addr");
-    tokio::spawn(async move { axum::serve(listener, http_router()).await });
-    format!("http://{addr}/mcp")
-}
-
-/// A plain-HTTP client that ignores any proxy configured in the environment.
-fn http_client() -> reqwest::Client {
-    // The workspace builds reqwest without a crypto provider; `Err` means already installed.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("reqwest client")
-}
-
-/// Every JSON-RPC message in a response, whether sent as JSON or as an SSE stream.
-async fn messages(response: reqwest::Response) -> Vec<Value> {
-    assert!(response.status().is_success(), "HTTP {}", response.status());
-    let is_sse = response
-        .headers()
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
-    let body = response.text().await.expect("body");
-    if !is_sse {
-        return vec![serde_json::from_str(&body).expect("JSON body")];
-    }
-    body.lines()
-        .filter_map(|line| line.strip_prefix("data:"))
-        .map(str::trim)
-        // Skip the empty priming event that enables resumption.
-        .filter(|data| !data.is_empty())
-        .map(|data| serde_json::from_str(data).expect("SSE data is JSON"))
-        .collect()
-}
-
-/// The final response (the message carrying an `id`) among `messages`.
-fn response_of(messages: &[Value]) -> &Value {
-    messages
-        .iter()
-        .find(|m| m.get("id").is_some())
-        .expect("a JSON-RPC response")
-}
-
-/// A 2025-11-25 client with an initialized session.
-struct LegacySession {
-    http: reqwest::Client,
-    url: String,
-    session: String,
-    next_id: u64,
-}
-
-impl LegacySession {
-    async fn start(url: String) -> (Self, Value) {
-        let http = http_client();
-        let response = http
-            .post(&url)
-            .header("Accept", "application/json, text/event-stream")
-            .json(&json!({
-                "jsonrpc": "2.0", "id": 0, "method": "initialize",
-                "params": {
-                    "protocolVersion": LEGACY,
-                    "capabilities": {},
-                    "clientInfo": {"name": "test", "version": "0"}
-                }
-            }))
-            .send()
-            .await
-            .expect("initialize");
-        let session = response
-            .headers()
-            .get("mcp-session-id")
-            .and_then(|v| v.to_str().ok())
-            .expect("session id")
-            .to_owned();
-        let init = response_of(&messages(response).await).clone();
-        let this = Self {
-            http,
-            url,
-            session,
-            next_id: 1,
-        };
-        let ack = this
-            .post(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
-            .await;
-        assert_eq!(ack.status(), reqwest::StatusCode::ACCEPTED);
-        (this, init)
-    }
-
-    async fn post(&self, body: Value) -> reqwest::Response {
-        self.http
-            .post(&self.url)
-            .header("Accept", "application/json, text/event-stream")
-            .header("Mcp-Session-Id", &self.session)
-            .header("MCP-Protocol-Version", LEGACY)
-            .json(&body)
-            .send()
-            .await
-            .expect("POST")
-    }
-
-    /// Sends a request and returns its `result`, failing on a JSON-RPC error.
-    async fn call(&mut self, method: &str, params: Value) -> Value {
-        let id = self.next_id;
-        self.next_id += 1;
-        let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-        let messages = messages(self.post(body).await).await;
-        let response = response_of(&messages);
-        assert_eq!(response["id"], id);
-        response
-            .get("result")
-            .unwrap_or_else(|| panic!("{method} failed: {response}"))
-            .clone()
-    }
+    serve(http_router()).await
 }
 
 #[tokio::test]
 async fn legacy_session_covers_the_protocol_surface() {
-    let (mut client, init) = LegacySession::start(spawn().await).await;
-    let init = &init["result"];
+    let mut client = Session::start(spawn().await).await;
+    let init = &client.init["result"];
     assert_eq!(init["protocolVersion"], LEGACY);
     assert_eq!(init["serverInfo"]["name"], "micromcp-echo");
     assert_eq!(init["serverInfo"]["version"], env!("CARGO_PKG_VERSION"));
@@ -237,7 +119,7 @@ async fn legacy_session_covers_the_protocol_surface() {
 
 #[tokio::test]
 async fn unknown_resource_is_a_jsonrpc_error() {
-    let (client, _) = LegacySession::start(spawn().await).await;
+    let client = Session::start(spawn().await).await;
     let body = json!({
         "jsonrpc": "2.0", "id": 9, "method": "resources/read",
         "params": {"uri": "file:///etc/passwd"}
@@ -248,22 +130,8 @@ async fn unknown_resource_is_a_jsonrpc_error() {
 
 /// One 2026-07-28 request: no initialize, no session, the client context in `_meta`.
 async fn modern_call(url: &str, name: &str, arguments: Value, meta: Value) -> Vec<Value> {
-    let mut meta = meta;
-    meta["io.modelcontextprotocol/protocolVersion"] = json!(MODERN);
-    meta["io.modelcontextprotocol/clientCapabilities"] = json!({});
-    let response = http_client()
-        .post(url)
-        .header("Accept", "application/json, text/event-stream")
-        .header("MCP-Protocol-Version", MODERN)
-        .header("Mcp-Method", "tools/call")
-        .header("Mcp-Name", name)
-        .json(&json!({
-            "jsonrpc": "2.0", "id": 1, "method": "tools/call",
-            "params": {"name": name, "arguments": arguments, "_meta": meta}
-        }))
-        .send()
-        .await
-        .expect("POST");
+    let params = json!({"name": name, "arguments": arguments, "_meta": meta});
+    let response = post_2026(url, 1, "tools/call", params, json!({})).await;
     assert!(response.headers().get("mcp-session-id").is_none());
     messages(response).await
 }
@@ -308,24 +176,11 @@ async fn slow_reports_progress_for_the_request_token() {
 async fn modern_request(
     url: &str,
     id: u64,
-    mut params: Value,
+    params: Value,
     capabilities: Value,
 ) -> (reqwest::StatusCode, Value) {
-    params["_meta"] = json!({
-        "io.modelcontextprotocol/protocolVersion": MODERN,
-        "io.modelcontextprotocol/clientCapabilities": capabilities,
-    });
-    let name = params["name"].as_str().expect("tool name").to_owned();
-    let response = http_client()
-        .post(url)
-        .header("Accept", "application/json, text/event-stream")
-        .header("MCP-Protocol-Version", MODERN)
-        .header("Mcp-Method", "tools/call")
-        .header("Mcp-Name", name)
-        .json(&json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params}))
-        .send()
-        .await
-        .expect("POST");
+    assert!(params["name"].is_string(), "a tool name: {params}");
+    let response = post_2026(url, id, "tools/call", params, capabilities).await;
     let status = response.status();
     let response = if status.is_success() {
         response_of(&messages(response).await).clone()
@@ -418,7 +273,7 @@ async fn confirm_is_a_multi_round_trip_request_in_2026() {
 
 #[tokio::test]
 async fn confirm_tells_session_era_clients_to_use_2026() {
-    let (client, _) = LegacySession::start(spawn().await).await;
+    let client = Session::start(spawn().await).await;
     let body = json!({
         "jsonrpc": "2.0", "id": 5, "method": "tools/call",
         "params": {"name": "confirm", "arguments": {"question": "Ship it?"}}

@@ -3,6 +3,7 @@
 
 use std::{path::Path, sync::Arc};
 
+use micromcp_testkit::rpc_2026;
 use serde_json::{Value, json};
 
 use super::*;
@@ -14,7 +15,6 @@ use crate::{
     store::{SqliteStore, testdb::TestDb},
 };
 
-const MODERN: &str = "2026-07-28";
 const ACME_SECRET: &str = "The acme launch code word is marmalade.";
 const GLOBEX_SECRET: &str = "Globex merger with Initech closes in March for two billion dollars.";
 
@@ -69,13 +69,8 @@ async fn spawn_on(
         Arc::new(StaticIdentity::new(caller)),
         Arc::clone(&progress),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let app = micromcp_services::http_router(service);
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (format!("http://{addr}/mcp"), progress, dir)
+    let url = micromcp_testkit::serve(micromcp_services::http_router(service)).await;
+    (url, progress, dir)
 }
 
 fn acme(clearance: Classification) -> CallerIdentity {
@@ -85,53 +80,8 @@ fn acme(clearance: Classification) -> CallerIdentity {
     }
 }
 
-/// One stateless 2026-07-28 request; returns the JSON-RPC response.
-async fn rpc(url: &str, method: &str, mut params: Value) -> Value {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut meta = params.get("_meta").cloned().unwrap_or_else(|| json!({}));
-    meta["io.modelcontextprotocol/protocolVersion"] = json!(MODERN);
-    meta["io.modelcontextprotocol/clientCapabilities"] = json!({});
-    params["_meta"] = meta;
-    let mut request = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client")
-        .post(url)
-        .header("Accept", "application/json, text/event-stream")
-        .header("MCP-Protocol-Version", MODERN)
-        .header("Mcp-Method", method);
-    if let Some(name) = params["name"].as_str() {
-        request = request.header("Mcp-Name", name);
-    }
-    let response = request
-        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
-        .send()
-        .await
-        .expect("POST");
-    let is_sse = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
-    let body = response.text().await.expect("body");
-    let messages: Vec<Value> = if is_sse {
-        body.lines()
-            .filter_map(|l| l.strip_prefix("data:"))
-            .map(str::trim)
-            .filter(|d| !d.is_empty())
-            .map(|d| serde_json::from_str(d).expect("JSON"))
-            .collect()
-    } else {
-        vec![serde_json::from_str(&body).expect("JSON")]
-    };
-    messages
-        .into_iter()
-        .find(|m| m.get("id").is_some())
-        .expect("a response")
-}
-
 async fn search(url: &str, arguments: Value, meta: Value) -> Value {
-    rpc(
+    rpc_2026(
         url,
         "tools/call",
         json!({"name": "search", "arguments": arguments, "_meta": meta}),
@@ -151,7 +101,7 @@ fn paths(response: &Value) -> Vec<String> {
 #[tokio::test]
 async fn the_tool_is_listed_read_only_with_an_output_schema() {
     let (url, _, _dir) = spawn(acme(Classification::Public)).await;
-    let tools = rpc(&url, "tools/list", json!({})).await;
+    let tools = rpc_2026(&url, "tools/list", json!({})).await;
     let tools = tools["result"]["tools"].as_array().expect("tools").clone();
     assert_eq!(tools.len(), 1);
     let tool = &tools[0];

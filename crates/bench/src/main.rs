@@ -114,6 +114,9 @@ struct Stats {
     /// CPU time (user + system) per completed request, in µs, of: this bench, the gateway
     /// (if any), the upstream echo process.
     cpu_us: [Option<f64>; 3],
+    /// Context switches (voluntary + involuntary, all threads) per completed request, of the
+    /// same three processes. Unlike CPU time, a count: steal time on a busy VM cannot inflate it.
+    switches: [Option<f64>; 3],
 }
 
 impl Stats {
@@ -435,8 +438,10 @@ async fn load(target: &Target, args: &Args, pids: Pids) -> Result<Stats> {
     let all = [Some(std::process::id()), pids.gateway, Some(pids.upstream)];
     tokio::time::sleep_until(measure_from.into()).await;
     let cpu_from = all.map(|p| p.and_then(cpu_ticks));
+    let switches_from = all.map(|p| p.and_then(context_switches));
     tokio::time::sleep_until(measure_to.into()).await;
     let cpu_to = all.map(|p| p.and_then(cpu_ticks));
+    let switches_to = all.map(|p| p.and_then(context_switches));
     let mut lat: Vec<u32> = Vec::new();
     for t in tasks {
         lat.extend(t.await?);
@@ -459,6 +464,10 @@ async fn load(target: &Target, args: &Args, pids: Pids) -> Result<Stats> {
         (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 * tick_us / requests),
         _ => None,
     });
+    let switches = [0, 1, 2].map(|i| match (switches_from[i], switches_to[i]) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / requests),
+        _ => None,
+    });
     lat.sort_unstable();
     // Samples are in units of 100 ns; report microseconds.
     let pct = |p: f64| {
@@ -475,6 +484,7 @@ async fn load(target: &Target, args: &Args, pids: Pids) -> Result<Stats> {
         max: pct(1.0),
         peak_rss_kb,
         cpu_us,
+        switches,
     })
 }
 
@@ -484,6 +494,24 @@ fn cpu_ticks(pid: u32) -> Option<u64> {
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     // After the command: state(0) ppid(1) … utime(11) stime(12).
     Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// Context switches of every thread of a process so far (`/proc/<pid>/task/*/status`).
+/// Threads that already exited are not counted; the gateway's threads live as long as it does.
+fn context_switches(pid: u32) -> Option<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let status = std::fs::read_to_string(task.ok()?.path().join("status")).ok()?;
+        for line in status.lines() {
+            if let Some(count) = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                total += count.trim().parse::<u64>().ok()?;
+            }
+        }
+    }
+    Some(total)
 }
 
 /// `getconf CLK_TCK`; 100 on every Linux this runs on.
@@ -804,21 +832,22 @@ fn render(
     );
     let _ = writeln!(
         s,
-        "| era | mode | bench client | gateway | upstream echo | total |"
+        "| era | mode | bench client | gateway | upstream echo | total | gateway context switches |"
     );
-    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|");
+    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|");
     for (&(era, mode), st) in results {
         let cell = |v: Option<f64>| v.map_or_else(|| "—".into(), |v| format!("{v:.1}"));
         let total: f64 = st.cpu_us.iter().flatten().sum();
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {:.1} |",
+            "| {} | {} | {} | {} | {} | {:.1} | {} |",
             era.label(),
             mode.label(),
             cell(st.cpu_us[0]),
             cell(st.cpu_us[1]),
             cell(st.cpu_us[2]),
-            total
+            total,
+            st.switches[1].map_or_else(|| "—".into(), |v| format!("{v:.2}/req")),
         );
     }
     let _ = writeln!(s, "\n## Gateway cost relative to direct\n");

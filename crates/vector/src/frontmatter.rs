@@ -6,6 +6,11 @@
 //! allowed), then a closing `---`. Anything else is an error naming the line, and the caller
 //! skips the document rather than guess its labels. No YAML: no anchors, no multi-line
 //! values, no type coercion.
+//!
+//! A document without front matter gets the launch defaults, so "no front matter" must be
+//! unambiguous: a text whose first non-blank line looks like a fence (`--- `, `---` after a
+//! blank line, `+++`, `...`) or with a label-like line (`tenant:`, `classification:`,
+//! `owner:`, `title:`) in its first ten lines is refused, not treated as unlabelled.
 
 use crate::labels::{Classification, check_owner, check_tenant};
 
@@ -14,6 +19,9 @@ const KNOWN_KEYS: [&str; 4] = ["tenant", "classification", "owner", "title"];
 /// Longest title accepted, in bytes.
 const MAX_TITLE_LEN: usize = 200;
 const FENCE: &str = "---";
+/// A document without front matter is refused when a label-like line (`tenant:` …) appears
+/// within its first this many lines: its author meant to label it.
+const LABEL_LOOKUP_LINES: usize = 10;
 
 /// The labels a document's front matter states; `None` where it says nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -46,8 +54,12 @@ pub fn parse_front_matter(text: &str) -> Result<ParsedDocument<'_>, FrontMatterE
     let mut lines = LineCursor::new(text);
     match lines.next() {
         Some((_, first)) if first == FENCE => {}
-        // No opening fence: the whole text is the body, unlabelled.
+        // No opening fence: the whole text is the body, unlabelled, unless it looks like
+        // an attempt at front matter.
         _ => {
+            if let Some(err) = attempted_front_matter(text) {
+                return Err(err);
+            }
             return Ok(ParsedDocument {
                 front: FrontMatter::default(),
                 body: text,
@@ -70,6 +82,63 @@ pub fn parse_front_matter(text: &str) -> Result<ParsedDocument<'_>, FrontMatterE
     Err(FrontMatterError {
         line: 1,
         message: format!("the front matter opened here is never closed by a {FENCE:?} line"),
+    })
+}
+
+/// For a text that does not open with an exact `---` line: the error to refuse it with when
+/// its author evidently meant to label it. An unlabelled document gets the launch defaults
+/// (`--default-tenant`, `--default-classification`), so mistaking a near-miss (`--- `, a
+/// blank line before `---`, Hugo's `+++`, YAML's `...`, labels without fences) for "no
+/// labels" would hand one tenant's document to another.
+fn attempted_front_matter(text: &str) -> Option<FrontMatterError> {
+    let mut lines = LineCursor::new(text);
+    let mut first_content = true;
+    while let Some((number, line)) = lines.next() {
+        if number > LABEL_LOOKUP_LINES {
+            break;
+        }
+        let trimmed = line.trim();
+        if trimmed.is_empty() {
+            continue;
+        }
+        if first_content && is_fence_like(trimmed) {
+            return Some(FrontMatterError {
+                line: number,
+                message: format!(
+                    "{trimmed:?} looks like a front-matter fence, but front matter must start \
+                     with a line that is exactly {FENCE:?} on the first line (no spaces, no \
+                     blank lines before it; TOML `+++` is not supported)"
+                ),
+            });
+        }
+        first_content = false;
+        if let Some(key) = label_key(line) {
+            return Some(FrontMatterError {
+                line: number,
+                message: format!(
+                    "{key:?} looks like a label outside front matter: put labels between \
+                     {FENCE:?} lines at the very top of the file"
+                ),
+            });
+        }
+    }
+    None
+}
+
+/// `---`, `+++`, `...` and longer runs of one of those characters.
+fn is_fence_like(trimmed: &str) -> bool {
+    ['-', '+', '.']
+        .iter()
+        .any(|&c| trimmed.len() >= 3 && trimmed.chars().all(|x| x == c))
+}
+
+/// The known key a line starts with (case ignored, `key:` or `key :`), if any.
+fn label_key(line: &str) -> Option<&'static str> {
+    let line = line.trim_start();
+    KNOWN_KEYS.into_iter().find(|key| {
+        line.get(..key.len())
+            .is_some_and(|start| start.eq_ignore_ascii_case(key))
+            && line[key.len()..].trim_start().starts_with(':')
     })
 }
 
@@ -205,9 +274,54 @@ mod tests {
 
     #[test]
     fn a_document_without_front_matter_is_all_body() {
-        let doc = parse_front_matter("# Title\ntenant: acme\n").expect("parses");
+        let text = "# Title\nThe acme tenant: its owner is ops.\n\n---\n\nMore text.\n";
+        let doc = parse_front_matter(text).expect("parses");
         assert_eq!(doc.front, FrontMatter::default());
-        assert_eq!(doc.body, "# Title\ntenant: acme\n");
+        assert_eq!(doc.body, text);
+        // A label-like line far enough down is body text.
+        let late = format!("# Title\n{}tenant: acme\n", "Text.\n".repeat(10));
+        let doc = parse_front_matter(&late).expect("parses");
+        assert_eq!(doc.front, FrontMatter::default());
+        assert_eq!(doc.body, late);
+    }
+
+    /// Near-misses of front matter would otherwise be unlabelled, i.e. get the launch
+    /// defaults: another tenant's document served under `--default-tenant`.
+    #[test]
+    fn a_malformed_fence_skips_the_document_instead_of_relabelling_it() {
+        let cases = [
+            ("--- \ntenant: globex\n---\nBody\n", 1, "exactly"),
+            ("---\t\ntenant: globex\n---\nBody\n", 1, "exactly"),
+            ("\n---\ntenant: globex\n---\nBody\n", 2, "exactly"),
+            ("  \r\n---\ntenant: globex\n---\nBody\n", 2, "exactly"),
+            ("\u{feff}\n---\ntenant: globex\n---\n", 2, "exactly"),
+            ("+++\ntenant = \"globex\"\n+++\nBody\n", 1, "+++"),
+            ("...\ntenant: globex\n...\nBody\n", 1, "exactly"),
+            ("----\ntenant: globex\n----\nBody\n", 1, "exactly"),
+            (
+                "tenant: globex\nclassification: restricted\n\nBody\n",
+                1,
+                "label",
+            ),
+            ("# Title\ntenant: globex\n", 2, "label"),
+            ("Title: Q3 numbers\nBody\n", 1, "label"),
+            ("  owner : finance\nBody\n", 1, "label"),
+            ("Intro.\n\nCLASSIFICATION: restricted\n", 3, "label"),
+        ];
+        for (text, line, words) in cases {
+            let err = parse_front_matter(text).expect_err(text);
+            assert_eq!(err.line, line, "{text:?}: {err}");
+            assert!(err.to_string().contains(words), "{text:?}: {err}");
+        }
+        // Words that merely start like a key are not labels.
+        for text in [
+            "titled: x\n",
+            "tenants are many\n",
+            "owner-ship: x\n",
+            "- - -\n",
+        ] {
+            parse_front_matter(text).expect(text);
+        }
     }
 
     /// Each malformed input, and the line and words its error must name.

@@ -31,7 +31,7 @@ use crate::{
     chunk::ChunkOptions,
     embed::{Embedder, HashEmbedder, KeyRef, OpenAiConfig, OpenAiEmbedder},
     identity::{CallerIdentity, StaticIdentity},
-    index::{IndexSettings, Progress, index_folder},
+    index::{IndexSettings, Progress, index_folder, index_identity},
     labels::{Classification, check_tenant},
     service::VectorService,
     store::{PostgresStore, SqliteStore, Store, TablePrefix},
@@ -167,6 +167,17 @@ pub async fn run(args: VectorArgs) -> anyhow::Result<()> {
             Arc::new(SqliteStore::open(&state_dir.join(INDEX_FILE))?)
         }
     };
+    // Claim the index before serving: an index of another docs folder in the same PostgreSQL
+    // tables stops the start-up here, with the error naming --postgres-table.
+    if store
+        .prepare(index_identity(&settings, embedder.as_ref()))
+        .await?
+    {
+        tracing::info!(
+            "embedder, labelling settings or docs folder changed: the index was emptied and \
+             is rebuilt"
+        );
+    }
     let progress = Arc::new(Progress::default());
     // Mark the pass as running before serving, so the first search already says so.
     progress.start();

@@ -36,10 +36,11 @@ use crate::{
 pub struct SearchOutput {
     /// Best first. Only documents of your tenant at or below your clearance.
     pub results: Vec<SearchHit>,
-    /// Present while the index is being built: results come from the documents indexed
-    /// so far.
+    /// `true` while the index is being built: results come from the documents indexed so
+    /// far. Absent once it is complete. No counts: the index holds every tenant's documents,
+    /// so its progress would reveal other tenants' activity.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub indexing: Option<IndexingStatus>,
+    pub indexing: Option<bool>,
 }
 
 /// One ranked chunk.
@@ -58,14 +59,6 @@ pub struct SearchHit {
     /// Cosine similarity with the query (higher is closer).
     pub score: f32,
     pub labels: Labels,
-}
-
-/// How far the running indexing pass is.
-#[derive(Debug, Serialize, JsonSchema)]
-#[schemars(crate = "rmcp::schemars")]
-pub struct IndexingStatus {
-    pub done: usize,
-    pub total: usize,
 }
 
 /// A refusal or failure, answered as a tool result with `isError: true`.
@@ -116,7 +109,7 @@ impl VectorService {
         let request = validate(args, &caller)
             .map_err(|err| tool_error(format!("invalid search arguments: {err}")))?;
         // Read before searching: "indexing" then never hides documents the answer lacks.
-        let indexing = self.progress.snapshot();
+        let indexing = self.progress.is_running();
         let vectors = self
             .embedder
             .embed(std::slice::from_ref(&request.query))
@@ -137,7 +130,7 @@ impl VectorService {
         };
         Ok(Json(SearchOutput {
             results: hits.into_iter().map(search_hit).collect(),
-            indexing: indexing.map(|(done, total)| IndexingStatus { done, total }),
+            indexing: indexing.then_some(true),
         }))
     }
 }

@@ -150,9 +150,16 @@ impl OpenAiEmbedder {
         let response = request.send().await.map_err(unavailable)?;
         let status = response.status();
         if !status.is_success() {
+            // The log names the endpoint (never a query or userinfo: refused at start-up, and
+            // stripped again here); the caller, who may be any tenant's model, does not.
+            tracing::warn!(
+                endpoint = %redacted(&self.endpoint),
+                status = status.as_u16(),
+                "the embeddings endpoint answered an HTTP error"
+            );
             return Err(EmbedError::Unavailable(format!(
-                "{} answered HTTP {status}",
-                self.endpoint
+                "the embeddings endpoint failed (HTTP {})",
+                status.as_u16()
             )));
         }
         let bytes = read_capped(response).await?;
@@ -164,7 +171,9 @@ impl Embedder for OpenAiEmbedder {
     fn identity(&self) -> String {
         format!(
             "openai/{}/{}/{}",
-            self.endpoint, self.config.model, self.config.dimension
+            redacted(&self.endpoint),
+            self.config.model,
+            self.config.dimension
         )
     }
 
@@ -195,15 +204,31 @@ fn endpoint_url(url: &str) -> anyhow::Result<reqwest::Url> {
         "--embeddings-url must be http or https, got {}",
         parsed.scheme()
     );
+    // Never echo the URL from here on: a key may sit in its userinfo or query.
     anyhow::ensure!(
         parsed.username().is_empty() && parsed.password().is_none(),
         "--embeddings-url must not carry credentials: use --embeddings-key"
+    );
+    anyhow::ensure!(
+        parsed.query().is_none() && parsed.fragment().is_none(),
+        "--embeddings-url must not have a query string or fragment (it would be logged and \
+         stored in the index identity): pass an API key with --embeddings-key"
     );
     if !parsed.path().trim_end_matches('/').ends_with("/embeddings") {
         let path = format!("{}/embeddings", parsed.path().trim_end_matches('/'));
         parsed.set_path(&path);
     }
     Ok(parsed)
+}
+
+/// `url` without userinfo, query or fragment: what logs and the index identity may show.
+fn redacted(url: &reqwest::Url) -> String {
+    let mut url = url.clone();
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    url.set_query(None);
+    url.set_fragment(None);
+    url.to_string()
 }
 
 /// The text of a transport error, without the URL's query (which some proxies use for keys).

@@ -3,6 +3,7 @@
 use std::{
     collections::BTreeMap,
     fs,
+    io::Write as _,
     path::Path,
     sync::{Arc, Mutex},
     time::{Duration, SystemTime},
@@ -174,7 +175,7 @@ async fn only_touched_modified_and_deleted_files_are_reprocessed_on(f: Fixture) 
     assert_eq!(f.embedder.take().len(), 3);
     assert_eq!(f.progress.snapshot(), None, "pass finished");
 
-    // Nothing changed: nothing read, nothing embedded.
+    // Nothing changed: read and hashed, nothing embedded.
     let second = f.index(&s).await;
     assert_eq!((second.unchanged, second.embedded.len()), (3, 0));
     assert!(f.embedder.take().is_empty());
@@ -447,4 +448,236 @@ fn progress_is_reported_only_while_running() {
     assert_eq!(progress.snapshot(), Some((4, 10)));
     progress.finish();
     assert_eq!(progress.snapshot(), None);
+}
+
+/// Lists `docs` and returns the entry for `rel`.
+fn listed(docs: &Path, rel: &str) -> Found {
+    let root = open_root(docs).expect("root");
+    let mut report = IndexReport::default();
+    list_folder(root.as_fd(), &mut report)
+        .expect("list")
+        .into_iter()
+        .find(|f| f.rel == rel)
+        .unwrap_or_else(|| panic!("{rel} not listed: {report:?}"))
+}
+
+fn read(docs: &Path, file: &Found, max: u64) -> Result<Vec<u8>, String> {
+    let root = open_root(docs).expect("root");
+    read_document(root.as_fd(), file, max)
+}
+
+/// The listing sees a regular file; before it is read, the file (or a folder on its path)
+/// becomes a symlink out of the docs folder, or another file. Nothing outside is read.
+#[test]
+fn a_file_swapped_for_a_symlink_after_listing_is_not_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let docs = dir.path().join("docs");
+    let secret = labelled("acme", "public", "The private key is hunter2.");
+    fs::write(dir.path().join("id_key.md"), &secret).expect("write");
+    fs::create_dir_all(dir.path().join("outside/sub")).expect("mkdir");
+    fs::write(dir.path().join("outside/sub/b.md"), &secret).expect("write");
+    write(&docs, "a.md", &secret);
+    write(&docs, "sub/b.md", &secret);
+    let a = listed(&docs, "a.md");
+    let b = listed(&docs, "sub/b.md");
+    assert_eq!(
+        read(&docs, &a, 1 << 20).expect("regular file"),
+        secret.as_bytes()
+    );
+
+    // The file itself becomes a symlink.
+    fs::remove_file(docs.join("a.md")).expect("rm");
+    std::os::unix::fs::symlink(dir.path().join("id_key.md"), docs.join("a.md")).expect("ln");
+    let err = read(&docs, &a, 1 << 20).expect_err("symlink followed");
+    assert!(err.contains("not a regular file (symbolic link)"), "{err}");
+
+    // A folder on its path becomes a symlink.
+    fs::rename(docs.join("sub"), dir.path().join("old-sub")).expect("mv");
+    std::os::unix::fs::symlink(dir.path().join("outside/sub"), docs.join("sub")).expect("ln");
+    let err = read(&docs, &b, 1 << 20).expect_err("folder symlink followed");
+    assert!(err.contains("symbolic link"), "{err}");
+
+    // Another regular file is renamed over it (e.g. a hard link made elsewhere).
+    fs::copy(dir.path().join("id_key.md"), docs.join(".new")).expect("cp");
+    fs::rename(docs.join(".new"), docs.join("a.md")).expect("mv");
+    let err = read(&docs, &a, 1 << 20).expect_err("another inode read");
+    assert!(err.contains("replaced by another file"), "{err}");
+}
+
+/// `/dev/zero` behind a symlink, a FIFO (whose open would block) and a file that grew past
+/// the cap after the listing are refused before any read.
+#[test]
+fn a_device_or_oversized_file_is_never_read_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let docs = dir.path().join("docs");
+    for name in ["zero.md", "fifo.md", "grown.md"] {
+        write(&docs, name, "small");
+    }
+    let zero = listed(&docs, "zero.md");
+    let grown = listed(&docs, "grown.md");
+
+    fs::remove_file(docs.join("zero.md")).expect("rm");
+    std::os::unix::fs::symlink("/dev/zero", docs.join("zero.md")).expect("ln");
+    let err = read(&docs, &zero, 1 << 20).expect_err("/dev/zero read");
+    assert!(err.contains("not a regular file"), "{err}");
+
+    // A FIFO with the inode the listing recorded: only its type stops the read.
+    fs::remove_file(docs.join("fifo.md")).expect("rm");
+    let root = open_root(&docs).expect("root");
+    rustix::fs::mknodat(&root, "fifo.md", FileType::Fifo, Mode::RUSR | Mode::WUSR, 0)
+        .expect("mkfifo");
+    // The listing skips it (below); the read is given its own device and inode.
+    let stat = rustix::fs::statat(&root, "fifo.md", AtFlags::SYMLINK_NOFOLLOW).expect("stat");
+    let fifo = Found {
+        rel: "fifo.md".to_owned(),
+        size: 0,
+        mtime_ns: 0,
+        dev: dev_of(&stat),
+        ino: ino_of(&stat),
+    };
+    let err = read(&docs, &fifo, 1 << 20).expect_err("FIFO read");
+    assert!(err.contains("not a regular file (FIFO)"), "{err}");
+    // And the pass skips it with the reason, without hanging.
+    let mut report = IndexReport::default();
+    list_folder(root.as_fd(), &mut report).expect("list");
+    assert!(
+        report
+            .skipped
+            .iter()
+            .any(|(p, r)| p == "fifo.md" && r.contains("FIFO")),
+        "{report:?}"
+    );
+
+    // Grown past --max-file-bytes since the listing (same inode).
+    fs::OpenOptions::new()
+        .append(true)
+        .open(docs.join("grown.md"))
+        .expect("open")
+        .write_all(&vec![b'x'; 64 * 1024])
+        .expect("grow");
+    let err = read(&docs, &grown, 1024).expect_err("oversized read");
+    assert!(err.contains("--max-file-bytes"), "{err}");
+    assert_eq!(
+        read(&docs, &grown, 1 << 20).expect("within the cap").len(),
+        5 + 64 * 1024
+    );
+}
+
+/// A hard link inside the folder may be another name of a file outside it: not indexed.
+#[tokio::test]
+async fn hard_linked_files_are_not_indexed() {
+    let f = Fixture::new();
+    let outside = f.docs.parent().expect("parent").join("outside.md");
+    fs::write(
+        &outside,
+        labelled("acme", "public", "Secret outside the folder."),
+    )
+    .expect("write");
+    fs::hard_link(&outside, f.docs.join("link.md")).expect("hard link");
+    write(&f.docs, "ok.md", &labelled("acme", "public", "Inside."));
+    let report = f.index(&settings(&f.docs)).await;
+    assert_eq!(report.embedded, ["ok.md"]);
+    assert_eq!(report.skipped.len(), 1, "{report:?}");
+    assert_eq!(report.skipped[0].0, "link.md");
+    assert!(report.skipped[0].1.contains("hard links"), "{report:?}");
+    let hits = f.search("acme", "secret outside").await;
+    assert!(hits.iter().all(|(p, _)| p == "ok.md"), "{hits:?}");
+}
+
+#[tokio::test]
+async fn a_relabel_with_the_same_size_and_mtime_is_reindexed() {
+    a_relabel_with_the_same_size_and_mtime_is_reindexed_on(Fixture::new()).await;
+}
+
+#[tokio::test]
+async fn a_relabel_with_the_same_size_and_mtime_is_reindexed_on_postgres() {
+    a_relabel_with_the_same_size_and_mtime_is_reindexed_on(Fixture::postgres().await).await;
+}
+
+/// Size and mtime can be kept by whoever edits a file (`touch -d`): the content decides.
+async fn a_relabel_with_the_same_size_and_mtime_is_reindexed_on(f: Fixture) {
+    let path = f.docs.join("a.md");
+    write(
+        &f.docs,
+        "a.md",
+        &labelled("acme", "public", "Quarterly numbers."),
+    );
+    let mtime = fs::metadata(&path)
+        .expect("stat")
+        .modified()
+        .expect("mtime");
+    let s = settings(&f.docs);
+    f.index(&s).await;
+    assert_eq!(f.search("acme", "quarterly numbers").await.len(), 1);
+
+    write(
+        &f.docs,
+        "a.md",
+        &labelled("zeta", "public", "Quarterly numbers."),
+    );
+    fs::File::options()
+        .write(true)
+        .open(&path)
+        .expect("open")
+        .set_modified(mtime)
+        .expect("touch -d");
+    let listed = listed(&f.docs, "a.md");
+    let stored = &f.store.files().await.expect("files")["a.md"];
+    assert_eq!(
+        (listed.size, listed.mtime_ns),
+        (stored.size, stored.mtime_ns)
+    );
+
+    let report = f.index(&s).await;
+    assert_eq!(report.embedded, ["a.md"], "{report:?}");
+    assert!(f.search("acme", "quarterly numbers").await.is_empty());
+    assert_eq!(f.search("zeta", "quarterly numbers").await.len(), 1);
+}
+
+/// Two docs folders never share one index silently: SQLite (private to its --state-dir)
+/// re-initialises; PostgreSQL (tables shared by name) refuses, naming --postgres-table.
+#[tokio::test]
+async fn an_index_of_another_docs_folder_is_rebuilt_on_sqlite() {
+    let f = Fixture::new();
+    write(&f.docs, "a.md", &labelled("acme", "public", "Apples."));
+    f.index(&settings(&f.docs)).await;
+    let other = f.docs.parent().expect("parent").join("other");
+    write(&other, "b.md", &labelled("acme", "public", "Bananas."));
+    let report = f.index(&settings(&other)).await;
+    assert!(report.reset, "{report:?}");
+    assert_eq!(report.embedded, ["b.md"]);
+    let hits = f.search("acme", "apples").await;
+    assert!(hits.iter().all(|(p, _)| p == "b.md"), "{hits:?}");
+}
+
+#[tokio::test]
+async fn an_index_of_another_docs_folder_is_refused_on_postgres() {
+    let f = Fixture::postgres().await;
+    write(&f.docs, "a.md", &labelled("acme", "public", "Apples."));
+    f.index(&settings(&f.docs)).await;
+    let other = f.docs.parent().expect("parent").join("other");
+    write(&other, "b.md", &labelled("acme", "public", "Bananas."));
+    let err = index_folder(
+        &settings(&other),
+        f.store.as_ref(),
+        &f.embedder,
+        &f.progress,
+    )
+    .await
+    .expect_err("another folder's tables taken over");
+    assert!(err.to_string().contains("--postgres-table"), "{err}");
+    assert_eq!(
+        f.search("acme", "apples").await.len(),
+        1,
+        "the other index is intact"
+    );
+    // The same folder, by another spelling, is the same index.
+    let same = f.docs.join("..").join("docs");
+    let report = f.index(&settings(&same)).await;
+    assert!(!report.reset && report.unchanged == 1, "{report:?}");
+    // An identity written before folders were recorded is not refused: it is rebuilt.
+    assert_eq!(
+        root_of_identity("hash-v1/fnv1a64/512|default-tenant=None;schema=1"),
+        None
+    );
 }

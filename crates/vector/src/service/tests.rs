@@ -229,21 +229,40 @@ async fn bounds_are_tool_errors_with_the_rule_named() {
 }
 
 #[tokio::test]
-async fn a_search_during_indexing_says_how_far_it_is() {
+async fn a_search_during_indexing_says_so() {
     let (url, progress, _dir) = spawn(acme(Classification::Public)).await;
     progress.start();
     let response = search(&url, json!({"query": "marmalade"}), json!({})).await;
     let output = &response["result"]["structuredContent"];
-    assert_eq!(
-        output["indexing"],
-        json!({"done": 0, "total": 0}),
-        "{response}"
-    );
+    assert_eq!(output["indexing"], json!(true), "{response}");
     assert_eq!(
         paths(&response),
         ["acme-public.md"],
         "answers from what is indexed"
     );
+}
+
+/// The index holds every tenant's documents: counts of the pass would reveal how many
+/// documents other tenants add or change. Callers only learn that a pass is running.
+#[tokio::test]
+async fn indexing_progress_reveals_no_counts() {
+    let (url, progress, _dir) = spawn(acme(Classification::Public)).await;
+    let listed = rpc_2026(&url, "tools/list", json!({})).await;
+    let schema = &listed["result"]["tools"][0]["outputSchema"]["properties"]["indexing"];
+    assert!(schema.is_object(), "{listed}");
+    assert!(
+        !schema.to_string().contains("done") && !schema.to_string().contains("total"),
+        "{schema}"
+    );
+    progress.start();
+    progress.set_counts(123_457, 987_653);
+    let response = search(&url, json!({"query": "marmalade"}), json!({})).await;
+    let output = &response["result"]["structuredContent"];
+    assert_eq!(output["indexing"], json!(true), "{response}");
+    let text = response.to_string();
+    for leak in ["123457", "987653", "done", "total"] {
+        assert!(!text.contains(leak), "{leak} in {text}");
+    }
 }
 
 #[tokio::test]

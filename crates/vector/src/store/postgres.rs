@@ -25,6 +25,7 @@ use tokio_postgres::{Client, Config, NoTls, error::SqlState, types::ToSql};
 use super::{FileState, Hit, NewDocument, Store, StoreError};
 use crate::{
     embed::BoxFuture,
+    index::root_of_identity,
     labels::{Classification, Labels},
     query::Scope,
 };
@@ -90,6 +91,8 @@ impl fmt::Display for TablePrefix {
 /// Quoted table and index names of one prefix.
 #[derive(Debug, Clone)]
 struct Names {
+    /// The unquoted prefix, for messages.
+    prefix: String,
     meta: String,
     documents: String,
     chunks: String,
@@ -102,6 +105,7 @@ impl Names {
     fn new(prefix: &TablePrefix) -> Self {
         let quoted = |suffix: &str| format!("\"{prefix}_{suffix}\"");
         Self {
+            prefix: prefix.to_string(),
             meta: quoted("meta"),
             documents: quoted("documents"),
             chunks: quoted("chunks"),
@@ -524,6 +528,18 @@ impl Store for PostgresStore {
                 .await
                 .map_err(pg)?
                 .map(|row| row.get(0));
+            // Tables are shared by name: another instance indexing another folder under the
+            // same prefix would otherwise wipe this index at each start, and this one wipe it.
+            if let Some(stored_root) = stored.as_deref().and_then(root_of_identity)
+                && root_of_identity(&identity).is_some_and(|root| root != stored_root)
+            {
+                return Err(StoreError(format!(
+                    "the tables {prefix}_* hold the index of another docs folder: give this \
+                     service its own --postgres-table (or, if that folder's index is no longer \
+                     wanted, drop {prefix}_chunks, {prefix}_documents and {prefix}_meta)",
+                    prefix = self.names.prefix
+                )));
+            }
             let changed = stored.as_deref() != Some(identity.as_str());
             if changed {
                 // The new embedder may have another dimension: back to an untyped column.

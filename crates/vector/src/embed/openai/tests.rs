@@ -225,6 +225,48 @@ fn endpoint_urls_are_checked_and_completed() {
     }
 }
 
+/// A key in the URL's query or userinfo would reach logs, the index identity and, through
+/// error messages, any caller: such URLs are refused at start-up without being echoed.
+#[test]
+fn an_endpoint_url_with_a_query_or_userinfo_is_refused_without_echo() {
+    for bad in [
+        "https://proxy.example/v1?api-key=sk-in-query-123",
+        "https://proxy.example/v1/embeddings?api-version=1&api-key=sk-in-query-123",
+        "https://proxy.example/v1#sk-in-query-123",
+        "https://sk-in-query-123@proxy.example/v1",
+        "https://user:sk-in-query-123@proxy.example/v1",
+    ] {
+        let err = endpoint_url(bad).expect_err(bad).to_string();
+        assert!(!err.contains("sk-in-query-123"), "{bad}: {err}");
+        assert!(err.contains("--embeddings-key"), "{bad}: {err}");
+    }
+}
+
+/// HTTP errors reach the tool caller (any tenant's model): they say what failed, not where.
+#[tokio::test]
+async fn embedding_errors_do_not_reveal_the_endpoint() {
+    let base = spawn(Seen::default()).await;
+    let host = base.trim_start_matches("http://");
+    for mode in ["error", "no-such-mode"] {
+        let embedder = embedder(&base, mode, 8);
+        let err = embedder.embed(&texts(1)).await.expect_err(mode).to_string();
+        assert!(
+            err.contains("the embeddings endpoint failed (HTTP "),
+            "{err}"
+        );
+        for leak in [host, "127.0.0.1", "/v1", "embeddings/", mode, KEY] {
+            assert!(!err.contains(leak), "{leak} in {err}");
+        }
+        // The identity (stored in the index) names the endpoint, but holds no secret.
+        let identity = embedder.identity();
+        assert!(identity.starts_with(&format!("openai/{base}/{mode}/v1/embeddings/")));
+        assert!(
+            !identity.contains(KEY) && !identity.contains('?'),
+            "{identity}"
+        );
+    }
+}
+
 #[test]
 fn key_references_never_accept_or_echo_a_literal_key() {
     assert_eq!(

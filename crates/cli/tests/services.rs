@@ -40,8 +40,17 @@ async fn listed_tools(client: &mut Client) -> Vec<String> {
 async fn fs_serves_files_beneath_its_root_and_refuses_the_rest_through_the_gateway() {
     let outside = tempfile::tempdir().expect("tempdir");
     std::fs::write(outside.path().join("secret.txt"), "OUTSIDE-THE-ROOT").expect("write");
-    // The gateway's temp folder is the config folder: `data` below is relative to it.
-    let gw = Gateway::start(
+    // The root exists before the gateway starts its fs service (a missing root is a start
+    // failure, retried with backoff).
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = root.path().join("data");
+    std::fs::create_dir_all(data.join("notes")).expect("mkdir");
+    std::fs::write(data.join("notes/hello.md"), "hello from the root\n").expect("write");
+    std::fs::write(data.join(".env"), "API_KEY=do-not-serve").expect("write");
+    std::os::unix::fs::symlink(outside.path().join("secret.txt"), data.join("escape.txt"))
+        .expect("symlink");
+    std::fs::write(root.path().join("sibling.txt"), "OUTSIDE-THE-ROOT").expect("write");
+    let gw = Gateway::start(&format!(
         r#"
 [[policy.grants]]
 principal = "alice"
@@ -49,15 +58,10 @@ tools = ["fs.read_file", "fs.list_directory"]
 
 [services.fs]
 builtin = "fs"
-args = ["--root", "data"]
+args = ["--root", {}]
 "#,
-    );
-    let data = gw.path("data");
-    std::fs::create_dir_all(data.join("notes")).expect("mkdir");
-    std::fs::write(data.join("notes/hello.md"), "hello from the root\n").expect("write");
-    std::fs::write(data.join(".env"), "API_KEY=do-not-serve").expect("write");
-    std::os::unix::fs::symlink(outside.path().join("secret.txt"), data.join("escape.txt"))
-        .expect("symlink");
+        toml_path(&data)
+    ));
     gw.wait_ready(&["fs"]).await;
     let mut alice = gw.client(&gw.alice);
 
@@ -85,7 +89,7 @@ args = ["--root", "data"]
     assert!(!names.contains(&".env"), "denied file listed: {listing}");
 
     for (path, rule) in [
-        ("../gateway.toml", "escapes the root"),
+        ("../sibling.txt", "escapes the root"),
         ("escape.txt", "symlink"),
         (".env", "denied"),
     ] {

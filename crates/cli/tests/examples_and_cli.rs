@@ -225,3 +225,40 @@ async fn the_quickstart_config_runs_every_service() {
         .await;
     assert_eq!(reply.result()["isError"], true, "{}", reply.body);
 }
+
+/// Regression: the README's first command (`cargo run --release -- gateway …`) stopped working
+/// when the workspace gained more binaries (cargo could not tell which one to run).
+#[test]
+fn the_readme_run_command_runs_micromcp() {
+    let readme = std::fs::read_to_string(workspace().join("README.md")).expect("README");
+    let command = readme
+        .lines()
+        .find(|l| l.trim_start().starts_with("cargo run"))
+        .expect("the README shows a cargo run command");
+    let (cargo_part, _) = command
+        .split_once(" -- ")
+        .expect("cargo run … -- <micromcp arguments>");
+    // Same cargo arguments, minus --release (a test must not start a release build).
+    let cargo_args: Vec<&str> = cargo_part
+        .split_whitespace()
+        .skip(1)
+        .filter(|a| *a != "--release")
+        .collect();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(&cargo_args)
+        .args(["--quiet", "--", "--version"])
+        .current_dir(workspace())
+        .output()
+        .expect("cargo runs");
+    assert!(
+        out.status.success(),
+        "`{command}` fails: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("micromcp "),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

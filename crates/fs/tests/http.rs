@@ -16,7 +16,7 @@ fn sample() -> tempfile::TempDir {
         "fn main() {\n    println!(\"hi\");\n}\n",
     );
     put(dir.path(), "src/lib.rs", "pub fn answer() -> u32 { 42 }\n");
-    put(dir.path(), "src/deep/mod.rs", "// TODO: answer later\n");
+    put(dir.path(), "src/deep/mod.rs", "// note: answer later\n");
     put(dir.path(), ".env", "API_KEY=topsecret\n");
     put(
         dir.path(),
@@ -275,7 +275,7 @@ async fn search_files_finds_literals_and_regexes_within_bounds() {
     assert_eq!(
         literal["matches"],
         json!([
-            {"path": "src/deep/mod.rs", "line": 1, "text": "// TODO: answer later"},
+            {"path": "src/deep/mod.rs", "line": 1, "text": "// note: answer later"},
             {"path": "src/lib.rs", "line": 1, "text": "pub fn answer() -> u32 { 42 }"}
         ])
     );

@@ -331,11 +331,15 @@ mod tests {
         args: VectorArgs,
     }
 
-    fn parse(extra: &[&str]) -> Result<VectorArgs, String> {
-        let base = ["vector", "--docs", ".", "--state-dir", "s"];
-        Cli::try_parse_from(base.iter().chain(extra))
+    /// `micromcp serve vector <base> <extra>` parsed as the CLI would.
+    fn parse_after(base: &[&str], extra: &[&str]) -> Result<VectorArgs, String> {
+        Cli::try_parse_from(["vector"].iter().chain(base).chain(extra))
             .map(|cli| cli.args)
             .map_err(|err| err.to_string())
+    }
+
+    fn parse(extra: &[&str]) -> Result<VectorArgs, String> {
+        parse_after(&["--docs", ".", "--state-dir", "s"], extra)
     }
 
     #[test]
@@ -409,18 +413,10 @@ mod tests {
     }
 
     fn parse_postgres(extra: &[&str]) -> Result<VectorArgs, String> {
-        let base = [
-            "vector",
-            "--docs",
-            ".",
-            "--tenant",
-            "acme",
-            "--clearance",
-            "public",
-        ];
-        Cli::try_parse_from(base.iter().chain(extra))
-            .map(|cli| cli.args)
-            .map_err(|err| err.to_string())
+        parse_after(
+            &["--docs", ".", "--tenant", "acme", "--clearance", "public"],
+            extra,
+        )
     }
 
     #[test]

@@ -45,6 +45,9 @@ struct Args {
     /// Eras to run, comma-separated: 2026 (stateless 2026-07-28), 2025 (2025-11-25 sessions).
     #[arg(long, default_value = "2026,2025", value_delimiter = ',')]
     eras: Vec<String>,
+    /// Modes to run, comma-separated: direct, gw-http, gw-stdio (ratios need direct).
+    #[arg(long, default_value = "direct,gw-http,gw-stdio", value_delimiter = ',')]
+    modes: Vec<String>,
     /// Smoke-test mode: 1 s per mode, short warm-up, 10 services for the memory scaling check.
     #[arg(long)]
     quick: bool,
@@ -89,7 +92,14 @@ enum Mode {
 }
 
 impl Mode {
-    const ALL: [Mode; 3] = [Mode::Direct, Mode::GatewayHttp, Mode::GatewayStdio];
+    fn parse(s: &str) -> Result<Mode> {
+        match s.trim() {
+            "direct" | "a" => Ok(Mode::Direct),
+            "gw-http" | "b" => Ok(Mode::GatewayHttp),
+            "gw-stdio" | "c" => Ok(Mode::GatewayStdio),
+            other => bail!("unknown mode {other:?} (use direct, gw-http or gw-stdio)"),
+        }
+    }
     fn label(self) -> &'static str {
         match self {
             Mode::Direct => "direct (a)",
@@ -139,12 +149,19 @@ fn main() -> Result<()> {
         .map(|e| Era::parse(e))
         .collect::<Result<Vec<_>>>()?;
     eras.dedup();
+    let mut modes = args
+        .modes
+        .iter()
+        .map(|m| Mode::parse(m))
+        .collect::<Result<Vec<_>>>()?;
+    modes.sort();
+    modes.dedup();
     let bin = locate_micromcp(args.micromcp.clone())?;
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(run(args, eras, bin))
+    rt.block_on(run(args, eras, modes, bin))
 }
 
 fn locate_micromcp(flag: Option<PathBuf>) -> Result<PathBuf> {
@@ -165,7 +182,7 @@ fn locate_micromcp(flag: Option<PathBuf>) -> Result<PathBuf> {
     Ok(candidate)
 }
 
-async fn run(args: Args, eras: Vec<Era>, bin: PathBuf) -> Result<()> {
+async fn run(args: Args, eras: Vec<Era>, modes: Vec<Mode>, bin: PathBuf) -> Result<()> {
     println!("micromcp-bench: {}", bin.display());
     println!("machine: {}", machine_summary());
     println!(
@@ -182,7 +199,7 @@ async fn run(args: Args, eras: Vec<Era>, bin: PathBuf) -> Result<()> {
 
     let mut results: BTreeMap<(Era, Mode), Stats> = BTreeMap::new();
     for &era in &eras {
-        for mode in Mode::ALL {
+        for &mode in &modes {
             let (url, token, tool, pid) = match mode {
                 Mode::Direct => (upstream.url.clone(), None, "echo", None),
                 Mode::GatewayHttp => (

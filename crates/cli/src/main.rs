@@ -199,7 +199,15 @@ async fn gateway(config_path: &Path, stdio: bool) -> anyhow::Result<ExitCode> {
     if stdio {
         let identity = stdio_identity
             .context("--stdio needs a [stdio] section naming the principal of the local client")?;
-        micromcp_gateway::stdio::serve(gateway.clone(), &identity, shutdown_signal()).await?;
+        let (input, output) = micromcp_services::stdio::streams();
+        micromcp_gateway::stdio::serve(
+            gateway.clone(),
+            &identity,
+            input,
+            output,
+            shutdown_signal(),
+        )
+        .await?;
     } else {
         let listener = tokio::net::TcpListener::bind(listen_addr)
             .await

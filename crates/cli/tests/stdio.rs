@@ -106,3 +106,76 @@ fn stdio_client_speaks_both_eras_and_gets_clear_errors_for_bad_lines() {
         && r["agent"] == "desktop"
         && r["target"] == "echo.echo"));
 }
+
+const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}
+{"jsonrpc":"2.0","method":"notifications/initialized"}
+{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"text":"over a socket"}}}
+"#;
+
+/// Node's child_process (so most MCP clients) hands a stdio server Unix sockets, not pipes; a
+/// built-in service must serve those on its async path too.
+#[test]
+fn stdio_service_serves_a_client_on_a_unix_socket() {
+    use std::os::fd::OwnedFd;
+    use std::os::unix::net::UnixStream;
+
+    let (ours, theirs) = UnixStream::pair().expect("socketpair");
+    let theirs_out = theirs.try_clone().expect("dup");
+    let mut child = Command::new(BIN)
+        .args(["serve", "echo"])
+        .stdin(Stdio::from(OwnedFd::from(theirs)))
+        .stdout(Stdio::from(OwnedFd::from(theirs_out)))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start");
+    ours.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    (&ours).write_all(INITIALIZE.as_bytes()).expect("write");
+    let mut replies = BufReader::new(&ours).lines();
+    let init: Value =
+        serde_json::from_str(&replies.next().expect("line").expect("read")).expect("JSON");
+    assert_eq!(init["id"], 1);
+    let call: Value =
+        serde_json::from_str(&replies.next().expect("line").expect("read")).expect("JSON");
+    assert_eq!(call["id"], 2);
+    assert_eq!(call["result"]["content"][0]["text"], "over a socket");
+    ours.shutdown(std::net::Shutdown::Write).expect("shutdown");
+    let status = child.wait().expect("wait");
+    assert!(
+        status.success(),
+        "EOF on the socket ends the service: {status}"
+    );
+}
+
+/// Stdout that is neither a pipe nor a socket (a regular file) still gets every answer.
+#[test]
+fn stdio_service_writes_to_a_regular_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out_path = dir.path().join("out.jsonl");
+    let out = std::fs::File::create(&out_path).expect("create");
+    let mut child = Command::new(BIN)
+        .args(["serve", "echo"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(INITIALIZE.as_bytes()).expect("write");
+    let mut written = String::new();
+    for _ in 0..400 {
+        written = std::fs::read_to_string(&out_path).expect("read");
+        if written.lines().count() >= 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(stdin);
+    assert!(child.wait().expect("wait").success());
+    let replies: Vec<Value> = written
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    assert_eq!(replies.len(), 2, "{written}");
+    assert_eq!(replies[1]["result"]["content"][0]["text"], "over a socket");
+}

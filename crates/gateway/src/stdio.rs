@@ -18,7 +18,7 @@ use micromcp_protocol::{
     Era, ErrorObject, Message, ProtocolVersion, Response, error_codes, strict,
 };
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 
@@ -26,11 +26,13 @@ use crate::Gateway;
 use crate::pipeline::Caller;
 use crate::session::Session;
 
-/// Serves the stdio client until stdin closes or `shutdown` resolves; in-flight requests are
-/// then given `gateway.shutdown_grace` to finish.
+/// Serves the stdio client (`input` is its stdin, `output` its stdout) until `input` ends or
+/// `shutdown` resolves; in-flight requests are then given `gateway.shutdown_grace` to finish.
 pub async fn serve(
     gateway: Arc<Gateway>,
     identity: &Identity,
+    input: impl AsyncRead + Unpin,
+    output: impl AsyncWrite + Send + Unpin + 'static,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
     let principal = Principal::from(identity);
@@ -43,7 +45,7 @@ pub async fn serve(
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Value>();
 
     let writer = tokio::spawn(async move {
-        let mut stdout = tokio::io::stdout();
+        let mut stdout = output;
         while let Some(message) = out_rx.recv().await {
             let mut line = message.to_string();
             line.push('\n');
@@ -65,7 +67,7 @@ pub async fn serve(
     };
 
     let max = gateway.config.listen.max_body_bytes;
-    let mut lines = FramedRead::new(tokio::io::stdin(), LinesCodec::new_with_max_length(max));
+    let mut lines = FramedRead::new(input, LinesCodec::new_with_max_length(max));
     let mut tasks = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {

@@ -10,6 +10,7 @@
 
 mod echo;
 mod serve;
+pub mod stdio;
 
 pub use echo::{EchoOptions, run_echo};
 pub use serve::{http_router, serve};

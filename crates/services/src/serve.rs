@@ -28,7 +28,7 @@ where
 }
 
 async fn serve_stdio<H: ServerHandler>(handler: H) -> anyhow::Result<()> {
-    let running = match handler.serve(rmcp::transport::stdio()).await {
+    let running = match handler.serve(crate::stdio::streams()).await {
         Ok(running) => running,
         // A client that hangs up before initializing is a normal end, not a failure.
         Err(ServerInitializeError::ConnectionClosed(_)) => return Ok(()),

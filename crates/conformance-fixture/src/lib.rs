@@ -70,17 +70,22 @@ pub async fn serve_http(addr: SocketAddr) -> anyhow::Result<()> {
 
 /// Serves Streamable HTTP at `/mcp` on an already bound listener (for in-process tests).
 pub async fn serve_listener(listener: tokio::net::TcpListener) -> anyhow::Result<()> {
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, router()).await?;
+    Ok(())
+}
+
+/// The fixture's Streamable HTTP app at `/mcp`, to serve on any listener (TLS in tests).
+pub fn router() -> axum::Router {
     let fixture = Fixture::new();
     let service = StreamableHttpService::new(
         move || Ok(fixture.clone()),
         Arc::new(LocalSessionManager::default()),
         StreamableHttpServerConfig::default(),
     );
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, axum::Router::new().nest_service("/mcp", service)).await?;
-    Ok(())
+    axum::Router::new().nest_service("/mcp", service)
 }
 
 #[derive(Clone, Copy, Debug)]

@@ -12,6 +12,8 @@
 //!   session, the client context in `_meta`);
 //! - [`Session`]: a 2025-11-25 client with an initialized session.
 
+pub mod tls;
+
 use serde_json::{Value, json};
 
 /// The session-era protocol version (initialize, `Mcp-Session-Id`).

@@ -12,12 +12,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
+use bytes::Bytes;
+use futures::{FutureExt, StreamExt};
+use hyper::Method;
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use micromcp_config::Secret;
 use micromcp_protocol::headers::encode_value;
 use micromcp_protocol::{Message, strict};
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
+
+use crate::http_client::{self, Client};
 
 use crate::{
     EventSink, UPSTREAM_SESSION_VERSION, UPSTREAM_STATELESS_VERSION, UpstreamError, UpstreamEvent,
@@ -25,6 +29,10 @@ use crate::{
 };
 
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+/// How long a response stream may take to end after its response, for its connection to be
+/// reused; a server that keeps it open longer loses the connection.
+const STREAM_END_WAIT: Duration = Duration::from_secs(2);
+const ACCEPT_BOTH: &str = "application/json, text/event-stream";
 
 #[derive(Default)]
 struct SessionState {
@@ -34,10 +42,9 @@ struct SessionState {
 
 pub struct HttpUpstream {
     name: String,
-    /// Parsed once (by the config); requests clone it instead of re-parsing a string.
-    url: reqwest::Url,
-    /// Carries the configured headers (credentials) as default headers: set once, not per call.
-    client: reqwest::Client,
+    /// Carries the configured headers (credentials) on every request; `Err` says why the
+    /// upstream cannot be reached at all (e.g. no trusted roots for https).
+    client: Result<Client, String>,
     stateless: bool,
     next_id: AtomicU64,
     session: tokio::sync::Mutex<()>,
@@ -50,7 +57,7 @@ pub struct HttpUpstream {
 impl HttpUpstream {
     pub fn new(
         name: &str,
-        url: reqwest::Url,
+        url: &url::Url,
         headers: BTreeMap<String, Secret>,
         stateless: bool,
         events: EventSink,
@@ -70,17 +77,12 @@ impl HttpUpstream {
                 }
             }
         }
-        let client = reqwest::Client::builder()
-            .default_headers(map)
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(10))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
+        let client = Client::new(url, map, Duration::from_secs(10));
+        if let Err(e) = &client {
+            tracing::error!(service = name, "cannot use the service's URL: {e}");
+        }
         Arc::new(Self {
             name: name.to_owned(),
-            url,
             client,
             stateless,
             next_id: AtomicU64::new(0),
@@ -140,7 +142,9 @@ impl HttpUpstream {
         if let Some(p) = params {
             body["params"] = p;
         }
-        let _ = self.post(&body, method, None).await;
+        if let Ok(response) = self.post(&body, method, None).await {
+            response.discard().await;
+        }
     }
 
     /// Connects in the background until the upstream answers, with backoff, so its tools are
@@ -240,34 +244,39 @@ impl HttpUpstream {
         body: &Value,
         method: &str,
         name: Option<&str>,
-    ) -> Result<reqwest::Response, UpstreamError> {
-        let mut request = self
-            .client
-            .post(self.url.clone())
-            .header("accept", "application/json, text/event-stream")
-            .header("content-type", "application/json")
-            .body(serde_json::to_vec(body).unwrap_or_default());
+    ) -> Result<http_client::Response, UpstreamError> {
+        let mut headers = vec![
+            ("accept", HeaderValue::from_static(ACCEPT_BOTH)),
+            ("content-type", HeaderValue::from_static("application/json")),
+        ];
         if self.stateless {
-            request = request
-                .header("mcp-protocol-version", UPSTREAM_STATELESS_VERSION)
-                .header("mcp-method", method);
-            if let Some(name) = name {
-                request = request.header("mcp-name", encode_value(name));
+            headers.push((
+                "mcp-protocol-version",
+                HeaderValue::from_static(UPSTREAM_STATELESS_VERSION),
+            ));
+            if let Ok(value) = HeaderValue::from_str(method) {
+                headers.push(("mcp-method", value));
+            }
+            if let Some(value) = name.and_then(|n| HeaderValue::from_str(&encode_value(n)).ok()) {
+                headers.push(("mcp-name", value));
             }
         } else {
             if method != "initialize" {
-                request = request.header("mcp-protocol-version", UPSTREAM_SESSION_VERSION);
+                headers.push((
+                    "mcp-protocol-version",
+                    HeaderValue::from_static(UPSTREAM_SESSION_VERSION),
+                ));
             }
-            if let Some(id) = self.lock().id.clone() {
-                request = request.header("mcp-session-id", id);
-            }
+            headers.extend(self.session_header());
         }
-        let response = request
-            .send()
+        let body = Bytes::from(serde_json::to_vec(body).unwrap_or_default());
+        let response = self
+            .client()?
+            .send(Method::POST, &headers, body)
             .await
-            .map_err(|e| self.unavailable(connect_reason(&e)))?;
+            .map_err(|e| self.unavailable(e.to_string()))?;
         if let Some(session) = response
-            .headers()
+            .headers
             .get("mcp-session-id")
             .and_then(|v| v.to_str().ok())
             && method == "initialize"
@@ -277,23 +286,37 @@ impl HttpUpstream {
         Ok(response)
     }
 
+    fn client(&self) -> Result<&Client, UpstreamError> {
+        self.client
+            .as_ref()
+            .map_err(|reason| self.unavailable(reason.clone()))
+    }
+
+    /// The `Mcp-Session-Id` header, once the upstream has given the gateway a session.
+    fn session_header(&self) -> Option<(&'static str, HeaderValue)> {
+        let id = self.lock().id.clone()?;
+        Some(("mcp-session-id", HeaderValue::from_str(&id).ok()?))
+    }
+
     async fn read_reply(
         &self,
-        response: reqwest::Response,
+        response: http_client::Response,
         id: u64,
     ) -> Result<Value, UpstreamError> {
-        let status = response.status();
-        if status == reqwest::StatusCode::NOT_FOUND && self.lock().id.is_some() {
+        let status = response.status;
+        if status == hyper::StatusCode::NOT_FOUND && self.lock().id.is_some() {
             return Err(self.unavailable(SESSION_EXPIRED));
         }
         let content_type = response
-            .headers()
+            .headers
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_owned();
         if content_type.starts_with("text/event-stream") {
-            let mut events = sse_stream::SseStream::from_bytes_stream(response.bytes_stream());
+            let mut events = Box::pin(sse_stream::SseStream::from_bytes_stream(
+                response.into_stream(MAX_RESPONSE_BYTES),
+            ));
             while let Some(event) = events.next().await {
                 let event =
                     event.map_err(|e| self.protocol(format!("broken event stream: {e}")))?;
@@ -302,12 +325,27 @@ impl HttpUpstream {
                     continue;
                 };
                 if let Some(result) = self.on_message(data.as_bytes(), id)? {
+                    // The server ends the stream after the response; reading that end lets
+                    // the connection be reused. The answer does not wait for it.
+                    loop {
+                        match events.next().now_or_never() {
+                            Some(Some(_)) => continue,
+                            Some(None) => break,
+                            None => {
+                                tokio::spawn(tokio::time::timeout(STREAM_END_WAIT, async move {
+                                    while events.next().await.is_some() {}
+                                }));
+                                break;
+                            }
+                        }
+                    }
                     return result;
                 }
             }
             return Err(self.protocol("the event stream ended without a response"));
         }
-        let bytes = read_bounded(response)
+        let bytes = response
+            .bytes(MAX_RESPONSE_BYTES)
             .await
             .map_err(|e| self.unavailable(e))?;
         if !content_type.starts_with("application/json") {
@@ -356,8 +394,9 @@ impl HttpUpstream {
 
     /// Opens the stream on which the upstream announces list changes: the session's GET stream
     /// (2025-11-25) or `subscriptions/listen` (2026-07-28). `None` if the upstream offers none.
-    async fn open_notification_stream(&self) -> Option<reqwest::Response> {
-        let request = if self.stateless {
+    async fn open_notification_stream(&self) -> Option<http_client::Response> {
+        let client = self.client.as_ref().ok()?;
+        let response = if self.stateless {
             let body = json!({ "jsonrpc": "2.0", "id": 0, "method": "subscriptions/listen", "params": {
                 "notifications": { "toolsListChanged": true, "promptsListChanged": true, "resourcesListChanged": true },
                 "_meta": {
@@ -366,48 +405,68 @@ impl HttpUpstream {
                     "io.modelcontextprotocol/clientInfo": client_info(),
                 },
             }});
-            self.client
-                .post(self.url.clone())
-                .header("accept", "application/json, text/event-stream")
-                .header("content-type", "application/json")
-                .header("mcp-protocol-version", UPSTREAM_STATELESS_VERSION)
-                .header("mcp-method", "subscriptions/listen")
-                .body(body.to_string())
+            let headers = [
+                ("accept", HeaderValue::from_static(ACCEPT_BOTH)),
+                ("content-type", HeaderValue::from_static("application/json")),
+                (
+                    "mcp-protocol-version",
+                    HeaderValue::from_static(UPSTREAM_STATELESS_VERSION),
+                ),
+                ("mcp-method", HeaderValue::from_static("subscriptions/listen")),
+            ];
+            client
+                .send(Method::POST, &headers, Bytes::from(body.to_string()))
+                .await
         } else {
-            let session = self.lock().id.clone()?;
-            self.client
-                .get(self.url.clone())
-                .header("accept", "text/event-stream")
-                .header("mcp-protocol-version", UPSTREAM_SESSION_VERSION)
-                .header("mcp-session-id", session)
-        };
-        let response = request.send().await.ok()?;
+            let headers = [
+                ("accept", HeaderValue::from_static("text/event-stream")),
+                (
+                    "mcp-protocol-version",
+                    HeaderValue::from_static(UPSTREAM_SESSION_VERSION),
+                ),
+                self.session_header()?,
+            ];
+            client.send(Method::GET, &headers, Bytes::new()).await
+        }
+        .ok()?;
         let is_stream = response
-            .headers()
+            .headers
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|t| t.starts_with("text/event-stream"));
-        (response.status().is_success() && is_stream).then_some(response)
+        (response.status.is_success() && is_stream).then_some(response)
     }
 
     /// Server-to-client requests (sampling, elicitation, roots) cannot be attributed to one
     /// client over a shared connection: answer them here so the upstream never waits.
     fn answer_server_request(&self, request: micromcp_protocol::Request) {
         let response = crate::answer_server_request(request);
-        let mut post = self
-            .client
-            .post(self.url.clone())
-            .header("accept", "application/json, text/event-stream")
-            .header("content-type", "application/json")
-            .body(response.to_value().to_string());
+        self.post_in_background(response.to_value());
+    }
+
+    /// Posts a message the gateway does not wait on (an answer, a cancellation).
+    fn post_in_background(&self, message: Value) {
+        let Ok(client) = self.client.clone() else {
+            return;
+        };
+        let mut headers = vec![
+            ("accept", HeaderValue::from_static(ACCEPT_BOTH)),
+            ("content-type", HeaderValue::from_static("application/json")),
+        ];
         if !self.stateless {
-            post = post.header("mcp-protocol-version", UPSTREAM_SESSION_VERSION);
-            if let Some(session) = self.lock().id.clone() {
-                post = post.header("mcp-session-id", session);
-            }
+            headers.push((
+                "mcp-protocol-version",
+                HeaderValue::from_static(UPSTREAM_SESSION_VERSION),
+            ));
+            headers.extend(self.session_header());
         }
         tokio::spawn(async move {
-            let _ = post.send().await;
+            if let Ok(response) = client
+                .send(Method::POST, &headers, Bytes::from(message.to_string()))
+                .await
+            {
+                response.discard().await;
+            }
         });
     }
 
@@ -438,7 +497,10 @@ async fn listen_for_changes(this: std::sync::Weak<HttpUpstream>) {
             return;
         };
         drop(upstream);
-        let mut events = sse_stream::SseStream::from_bytes_stream(response.bytes_stream());
+        // The limit is on the stream's whole life: a stream that reaches it is opened again.
+        let mut events = std::pin::pin!(sse_stream::SseStream::from_bytes_stream(
+            response.into_stream(MAX_RESPONSE_BYTES)
+        ));
         while let Some(Ok(event)) = events.next().await {
             let Some(upstream) = this.upgrade() else {
                 return;
@@ -465,29 +527,6 @@ fn mcp_name(method: &str, params: Option<&Value>) -> Option<String> {
     params?.get(key)?.as_str().map(str::to_owned)
 }
 
-fn connect_reason(e: &reqwest::Error) -> String {
-    if e.is_connect() {
-        "cannot connect".into()
-    } else if e.is_timeout() {
-        "connection timed out".into()
-    } else {
-        "request failed".into()
-    }
-}
-
-async fn read_bounded(response: reqwest::Response) -> Result<Vec<u8>, String> {
-    let mut body = Vec::new();
-    let mut stream = response.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|_| "connection lost while reading the response".to_owned())?;
-        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-            return Err("response too large".into());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
 struct CancelOnDrop<'a> {
     upstream: Option<&'a HttpUpstream>,
     id: u64,
@@ -499,24 +538,12 @@ impl Drop for CancelOnDrop<'_> {
         let Some(upstream) = self.upstream.take() else {
             return;
         };
-        if upstream.stateless {
+        if upstream.stateless || upstream.lock().id.is_none() {
             return;
         }
-        let Some(session) = upstream.lock().id.clone() else {
-            return;
-        };
-        let body = json!({ "jsonrpc": "2.0", "method": "notifications/cancelled",
-            "params": { "requestId": self.id, "reason": "cancelled by the gateway" } });
-        let request = upstream
-            .client
-            .post(upstream.url.clone())
-            .header("accept", "application/json, text/event-stream")
-            .header("content-type", "application/json")
-            .header("mcp-protocol-version", UPSTREAM_SESSION_VERSION)
-            .header("mcp-session-id", session)
-            .body(body.to_string());
-        tokio::spawn(async move {
-            let _ = request.send().await;
-        });
+        upstream.post_in_background(
+            json!({ "jsonrpc": "2.0", "method": "notifications/cancelled",
+            "params": { "requestId": self.id, "reason": "cancelled by the gateway" } }),
+        );
     }
 }

@@ -9,6 +9,7 @@
 //! [`UpstreamEvent`] channel; the gateway decides which client, if any, receives each.
 
 mod http;
+mod http_client;
 mod pending;
 mod stdio;
 
@@ -119,8 +120,7 @@ impl Upstream {
             )),
             ServiceTransport::Http { url, headers } => {
                 let stateless = service.protocol == UpstreamProtocol::Stateless;
-                let upstream =
-                    HttpUpstream::new(name, url.clone(), headers.clone(), stateless, events);
+                let upstream = HttpUpstream::new(name, url, headers.clone(), stateless, events);
                 upstream.connect_in_background();
                 Upstream::Http(upstream)
             }

@@ -88,6 +88,16 @@ impl Gateway {
     }
 
     pub fn start_raw(config: &str, alice: String, bob: String) -> Gateway {
+        Self::start_with_env(config, alice, bob, &[])
+    }
+
+    /// Like [`Gateway::start_raw`], with extra environment variables for the gateway.
+    pub fn start_with_env(
+        config: &str,
+        alice: String,
+        bob: String,
+        env: &[(&str, &str)],
+    ) -> Gateway {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("gateway.toml"), config).expect("write config");
@@ -97,6 +107,7 @@ impl Gateway {
             .env("MICROMCP_LOG", "info")
             // Must never reach a service: children get only their configured environment.
             .env("MICROMCP_TEST_GATEWAY_SECRET", "do-not-inherit")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

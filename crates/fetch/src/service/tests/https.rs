@@ -5,87 +5,19 @@
 //! The server counts completed handshakes and HTTP requests separately, so a refused
 //! certificate is shown to have carried no request.
 
-use std::{
-    io,
-    net::SocketAddr,
-    path::PathBuf,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::Duration,
+use std::sync::{
+    Arc,
+    atomic::{AtomicUsize, Ordering},
 };
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use micromcp_testkit::tls::{Ca, TempFile, TlsListener};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::json;
-use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::{TlsAcceptor, server::TlsStream};
 
 use super::{fetch_ok, fetch_refused, site_handler, start_service, strings};
 
 /// The name the service is asked to fetch.
 const NAME: &str = "docs.test";
-
-/// A private CA: its certificate (PEM, for `--ca-file`) and what it signs with.
-struct Ca {
-    pem: String,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-impl Ca {
-    fn new() -> Self {
-        let key = KeyPair::generate().expect("CA key");
-        let mut params = CertificateParams::default();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "micromcp fetch test CA");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let cert = params.self_signed(&key).expect("CA certificate");
-        Self {
-            pem: cert.pem(),
-            issuer: Issuer::new(params, key),
-        }
-    }
-
-    /// A server certificate for `name`, and its key.
-    fn issue(&self, name: &str) -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
-        let key = KeyPair::generate().expect("server key");
-        let mut params = CertificateParams::new(vec![name.to_owned()]).expect("server params");
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let cert = params
-            .signed_by(&key, &self.issuer)
-            .expect("server certificate");
-        let key = PrivatePkcs8KeyDer::from(key.serialize_der());
-        (cert.der().clone(), key.into())
-    }
-
-    /// The CA certificate written to a file, removed when the guard drops.
-    fn pem_file(&self) -> TempFile {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "micromcp-fetch-test-ca-{}-{}.pem",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        ));
-        std::fs::write(&path, &self.pem).expect("write CA file");
-        TempFile(path)
-    }
-}
-
-struct TempFile(PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
 
 /// The test web server (the same routes as the plain-http one) behind TLS.
 struct TlsSite {
@@ -97,22 +29,11 @@ struct TlsSite {
 impl TlsSite {
     /// Serves https on 127.0.0.1 presenting `cert` (the leaf alone).
     async fn start(cert: CertificateDer<'static>, key: PrivateKeyDer<'static>) -> Self {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions")
-            .with_no_client_auth()
-            .with_single_cert(vec![cert], key)
-            .expect("server certificate and key");
-        let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind site");
-        let port = tcp.local_addr().expect("site addr").port();
-        let handshakes = Arc::new(AtomicUsize::new(0));
+        let (listener, handshakes) = TlsListener::bind(cert, key).await;
+        let port = axum::serve::Listener::local_addr(&listener)
+            .expect("site addr")
+            .port();
         let requests = Arc::new(AtomicUsize::new(0));
-        let listener = TlsListener {
-            tcp,
-            acceptor: TlsAcceptor::from(Arc::new(config)),
-            handshakes: handshakes.clone(),
-        };
         let app = axum::Router::new()
             .fallback(site_handler)
             .with_state(requests.clone());
@@ -133,36 +54,6 @@ impl TlsSite {
     }
 }
 
-/// A TCP listener that hands axum only connections whose TLS handshake completed.
-struct TlsListener {
-    tcp: TcpListener,
-    acceptor: TlsAcceptor,
-    handshakes: Arc<AtomicUsize>,
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let Ok((tcp, addr)) = self.tcp.accept().await else {
-                continue;
-            };
-            // A client that rejects the certificate aborts the handshake: no connection.
-            let handshake = self.acceptor.accept(tcp);
-            if let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(5), handshake).await {
-                self.handshakes.fetch_add(1, Ordering::SeqCst);
-                return (tls, addr);
-            }
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.tcp.local_addr()
-    }
-}
-
 /// `docs.test` (https only) mapped to 127.0.0.1, which is lifted; the site's port allowed.
 fn tls_flags(site: &TlsSite) -> Vec<String> {
     strings(&[
@@ -179,7 +70,7 @@ fn tls_flags(site: &TlsSite) -> Vec<String> {
 
 fn with_ca_file(mut flags: Vec<String>, file: &TempFile) -> Vec<String> {
     flags.push("--ca-file".to_owned());
-    flags.push(file.0.to_str().expect("UTF-8 temp path").to_owned());
+    flags.push(file.path().to_str().expect("UTF-8 temp path").to_owned());
     flags
 }
 

@@ -10,8 +10,9 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
+use hmac::{KeyInit, Mac};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use tokio::sync::mpsc;
 
 /// How the request ended for the caller.
@@ -149,21 +150,23 @@ impl AuditLog {
     /// Size and keyed hash of a JSON value (e.g. tool arguments).
     pub fn digest(&self, value: &serde_json::Value) -> ArgumentDigest {
         let bytes = serde_json::to_vec(value).unwrap_or_default();
-        let mut h = Sha256::new();
-        h.update(self.key);
-        h.update(&bytes);
         ArgumentDigest {
             bytes: bytes.len(),
-            hmac_sha256: hex::encode(h.finalize()),
+            hmac_sha256: hex::encode(self.mac(&bytes)),
         }
     }
 
     /// A short, non-reversible label for a session id.
     pub fn session_label(&self, session_id: &str) -> String {
-        let mut h = Sha256::new();
-        h.update(self.key);
-        h.update(session_id.as_bytes());
-        hex::encode(&h.finalize()[..6])
+        hex::encode(&self.mac(session_id.as_bytes())[..6])
+    }
+
+    /// HMAC-SHA256 of `bytes` under this process's key.
+    fn mac(&self, bytes: &[u8]) -> [u8; 32] {
+        let mut mac = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(&self.key)
+            .expect("HMAC takes keys of any length");
+        mac.update(bytes);
+        mac.finalize().into_bytes().into()
     }
 }
 
@@ -216,6 +219,20 @@ fn write_records(mut rx: mpsc::UnboundedReceiver<Entry>, mut out: Box<dyn Write 
 mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
+
+    /// RFC 4231 test case 2 (a key shorter than the block is zero-padded, so "Jefe" followed by
+    /// zero bytes is the same key): the digest is a real HMAC, not a hash of key || message.
+    #[test]
+    fn argument_digests_are_hmac_sha256() {
+        let (log, _writer) = AuditLog::start(None).expect("audit to stderr");
+        let mut key = [0u8; 32];
+        key[..4].copy_from_slice(b"Jefe");
+        let log = AuditLog { key, ..log };
+        assert_eq!(
+            hex::encode(log.mac(b"what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
 
     #[derive(Clone, Default)]
     struct Shared(Arc<Mutex<Vec<u8>>>);

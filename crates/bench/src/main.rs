@@ -48,6 +48,9 @@ struct Args {
     /// Modes to run, comma-separated: direct, gw-http, gw-stdio (ratios need direct).
     #[arg(long, default_value = "direct,gw-http,gw-stdio", value_delimiter = ',')]
     modes: Vec<String>,
+    /// The protocol the gateway speaks to the HTTP upstream (`protocol` in its config).
+    #[arg(long, default_value = "2025-11-25")]
+    upstream_protocol: String,
     /// Smoke-test mode: 1 s per mode, short warm-up, 10 services for the memory scaling check.
     #[arg(long)]
     quick: bool,
@@ -191,7 +194,12 @@ async fn run(args: Args, eras: Vec<Era>, modes: Vec<Mode>, bin: PathBuf) -> Resu
     );
 
     let upstream = HttpEcho::start(&bin)?;
-    let gw_http = Gateway::start(&bin, &service_http(&upstream.url), &["echo"]).await?;
+    let gw_http = Gateway::start(
+        &bin,
+        &service_http(&upstream.url, &args.upstream_protocol),
+        &["echo"],
+    )
+    .await?;
     let gw_stdio = Gateway::start(&bin, SERVICE_STDIO, &["echo"]).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_http = rss_kb(gw_http.pid())?;
@@ -559,8 +567,8 @@ const SERVICE_STDIO: &str = r#"
 builtin = "echo"
 "#;
 
-fn service_http(url: &str) -> String {
-    format!("\n[services.echo]\nurl = \"{url}\"\n")
+fn service_http(url: &str, protocol: &str) -> String {
+    format!("\n[services.echo]\nurl = \"{url}\"\nprotocol = \"{protocol}\"\n")
 }
 
 /// `micromcp serve echo --http 127.0.0.1:0`; killed when dropped.

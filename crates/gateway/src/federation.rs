@@ -66,10 +66,7 @@ type Cursor = Vec<(String, Option<String>)>;
 
 impl Gateway {
     /// Routes a public tool or prompt name to its service and upstream name.
-    pub(crate) fn route_name<'a>(
-        &'a self,
-        public: &'a str,
-    ) -> Option<(&'a ServiceHandle, &'a str)> {
+    pub(crate) fn route_name<'p>(&self, public: &'p str) -> Option<(&ServiceHandle, &'p str)> {
         if let Some(only) = self.unprefixed_service() {
             return Some((only, public));
         }
@@ -78,7 +75,7 @@ impl Gateway {
     }
 
     /// Routes a public resource URI (or URI template) to its service and upstream URI.
-    pub(crate) fn route_uri<'a>(&'a self, public: &'a str) -> Option<(&'a ServiceHandle, &'a str)> {
+    pub(crate) fn route_uri<'p>(&self, public: &'p str) -> Option<(&ServiceHandle, &'p str)> {
         if let Some(only) = self.unprefixed_service() {
             return Some((only, public));
         }

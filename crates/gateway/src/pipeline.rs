@@ -96,7 +96,7 @@ fn not_available(kind: Kind, public: &str) -> ErrorObject {
 
 impl Gateway {
     /// Runs one JSON-RPC request through the request path and audits it.
-    pub async fn handle(&self, caller: &Caller, request: Request) -> Response {
+    pub async fn handle(&self, caller: &Caller, mut request: Request) -> Response {
         let started = Instant::now();
         let mut record = self.audit_record(caller, Some(&request.method));
         record.jsonrpc_id = Some(request.id.as_value().clone());
@@ -108,7 +108,7 @@ impl Gateway {
         };
         let record = guard.record.as_mut().expect("set above");
         let outcome = self
-            .dispatch(caller, &request, record)
+            .dispatch(caller, &mut request, record)
             .await
             .and_then(|result| {
                 normalize::result_for_client(caller.version, &request.method, result)
@@ -228,7 +228,7 @@ impl Gateway {
     async fn dispatch(
         &self,
         caller: &Caller,
-        request: &Request,
+        request: &mut Request,
         record: &mut AuditRecord,
     ) -> Result<Value, Failure> {
         let params = request.params.as_ref();
@@ -283,7 +283,7 @@ impl Gateway {
     async fn forward(
         &self,
         caller: &Caller,
-        request: &Request,
+        request: &mut Request,
         kind: Kind,
         record: &mut AuditRecord,
     ) -> Result<Value, Failure> {
@@ -308,8 +308,12 @@ impl Gateway {
             record.arguments = Some(self.audit.digest(arguments));
         }
         let (service, upstream_id) = self.authorized_target(caller, kind, public, record)?;
-        let mut upstream_params = params.clone();
-        upstream_params.insert(key.into(), upstream_id.into());
+        let upstream_id = Value::from(upstream_id);
+        // The params go upstream as they are, but for the name: moved, not copied.
+        let Some(Value::Object(mut upstream_params)) = request.params.take() else {
+            return Err(Failure::invalid_params("params must be an object"));
+        };
+        upstream_params.insert(key.into(), upstream_id);
         self.send(
             caller,
             &request.id,
@@ -321,13 +325,13 @@ impl Gateway {
     }
 
     /// Route and authorize a public name or URI; records target, service and rule.
-    fn authorized_target<'a>(
-        &'a self,
+    fn authorized_target<'p>(
+        &self,
         caller: &Caller,
         kind: Kind,
-        public: &'a str,
+        public: &'p str,
         record: &mut AuditRecord,
-    ) -> Result<(&'a ServiceHandle, &'a str), Failure> {
+    ) -> Result<(&ServiceHandle, &'p str), Failure> {
         record.target = Some(public.chars().take(512).collect());
         let route = if kind == Kind::Resource {
             self.route_uri(public)

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
-use hmac::{KeyInit, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use serde::Serialize;
 use sha2::Sha256;
 use tokio::sync::mpsc;
@@ -78,7 +78,7 @@ pub struct ArgumentDigest {
 #[derive(Debug, Clone)]
 pub struct AuditLog {
     tx: mpsc::UnboundedSender<Entry>,
-    key: [u8; 32],
+    mac: Hmac<Sha256>,
 }
 
 #[derive(Debug)]
@@ -115,20 +115,26 @@ impl AuditLog {
             }
             None => Box::new(std::io::stderr()),
         };
-        Ok(Self::with_writer(out))
+        Self::with_writer(out)
     }
 
-    pub fn with_writer(out: Box<dyn Write + Send>) -> (AuditLog, AuditWriter) {
+    /// Starts the writer task on `out`. Fails only if the OS gives no randomness for the key
+    /// (a known key would let anyone confirm guessed argument values from their digests).
+    pub fn with_writer(out: Box<dyn Write + Send>) -> std::io::Result<(AuditLog, AuditWriter)> {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut key = [0u8; 32];
-        // A fixed key would only weaken correlation-resistance, never correctness.
-        let _ = getrandom::fill(&mut key);
+        getrandom::fill(&mut key).map_err(|e| {
+            std::io::Error::other(format!("no randomness for the audit digest key: {e}"))
+        })?;
+        // Keyed once; each digest clones the keyed state instead of hashing the key again.
+        let mac =
+            <Hmac<Sha256> as KeyInit>::new_from_slice(&key).expect("HMAC takes keys of any length");
         // A thread of its own: file writes block, and must not take a runtime worker with them.
         let thread = std::thread::Builder::new()
             .name("micromcp-audit".into())
             .spawn(move || write_records(rx, out))
             .expect("the audit writer thread starts");
-        (AuditLog { tx, key }, AuditWriter(thread))
+        Ok((AuditLog { tx, mac }, AuditWriter(thread)))
     }
 
     /// Records one request. Never blocks; the time is stamped here.
@@ -163,8 +169,7 @@ impl AuditLog {
 
     /// HMAC-SHA256 of `bytes` under this process's key.
     fn mac(&self, bytes: &[u8]) -> [u8; 32] {
-        let mut mac = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(&self.key)
-            .expect("HMAC takes keys of any length");
+        let mut mac = self.mac.clone();
         mac.update(bytes);
         mac.finalize().into_bytes().into()
     }
@@ -227,7 +232,10 @@ mod tests {
         let (log, _writer) = AuditLog::start(None).expect("audit to stderr");
         let mut key = [0u8; 32];
         key[..4].copy_from_slice(b"Jefe");
-        let log = AuditLog { key, ..log };
+        let log = AuditLog {
+            mac: <Hmac<Sha256> as KeyInit>::new_from_slice(&key).expect("key"),
+            ..log
+        };
         assert_eq!(
             hex::encode(log.mac(b"what do ya want for nothing?")),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
@@ -249,7 +257,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn every_record_is_written_in_order_before_finish_returns() {
         let sink = Shared::default();
-        let (log, writer) = AuditLog::with_writer(Box::new(sink.clone()));
+        let (log, writer) = AuditLog::with_writer(Box::new(sink.clone())).expect("audit");
         for i in 0..1000 {
             log.record(AuditRecord {
                 request_id: format!("r{i}"),
@@ -275,8 +283,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn digests_hide_values_and_are_keyed() {
-        let (a, _wa) = AuditLog::with_writer(Box::new(std::io::sink()));
-        let (b, _wb) = AuditLog::with_writer(Box::new(std::io::sink()));
+        let (a, _wa) = AuditLog::with_writer(Box::new(std::io::sink())).expect("audit");
+        let (b, _wb) = AuditLog::with_writer(Box::new(std::io::sink())).expect("audit");
         let v = serde_json::json!({"password": "hunter2"});
         let da = a.digest(&v);
         assert_eq!(da, a.digest(&v));

@@ -113,38 +113,46 @@ const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","param
 "#;
 
 /// Node's child_process (so most MCP clients) hands a stdio server Unix sockets, not pipes; a
-/// built-in service must serve those on its async path too.
+/// built-in service must serve those on its async path too — and keep blocking writes when
+/// stderr is the same socket (`2>&1`), where non-blocking would reach its logs too.
 #[test]
 fn stdio_service_serves_a_client_on_a_unix_socket() {
-    use std::os::fd::OwnedFd;
-    use std::os::unix::net::UnixStream;
+    for stderr_too in [false, true] {
+        use std::os::fd::OwnedFd;
+        use std::os::unix::net::UnixStream;
 
-    let (ours, theirs) = UnixStream::pair().expect("socketpair");
-    let theirs_out = theirs.try_clone().expect("dup");
-    let mut child = Command::new(BIN)
-        .args(["serve", "echo"])
-        .stdin(Stdio::from(OwnedFd::from(theirs)))
-        .stdout(Stdio::from(OwnedFd::from(theirs_out)))
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start");
-    ours.set_read_timeout(Some(Duration::from_secs(20)))
-        .expect("timeout");
-    (&ours).write_all(INITIALIZE.as_bytes()).expect("write");
-    let mut replies = BufReader::new(&ours).lines();
-    let init: Value =
-        serde_json::from_str(&replies.next().expect("line").expect("read")).expect("JSON");
-    assert_eq!(init["id"], 1);
-    let call: Value =
-        serde_json::from_str(&replies.next().expect("line").expect("read")).expect("JSON");
-    assert_eq!(call["id"], 2);
-    assert_eq!(call["result"]["content"][0]["text"], "over a socket");
-    ours.shutdown(std::net::Shutdown::Write).expect("shutdown");
-    let status = child.wait().expect("wait");
-    assert!(
-        status.success(),
-        "EOF on the socket ends the service: {status}"
-    );
+        let (ours, theirs) = UnixStream::pair().expect("socketpair");
+        let theirs_out = theirs.try_clone().expect("dup");
+        let stderr = if stderr_too {
+            Stdio::from(OwnedFd::from(theirs.try_clone().expect("dup")))
+        } else {
+            Stdio::null()
+        };
+        let mut child = Command::new(BIN)
+            .args(["serve", "echo"])
+            .stdin(Stdio::from(OwnedFd::from(theirs)))
+            .stdout(Stdio::from(OwnedFd::from(theirs_out)))
+            .stderr(stderr)
+            .spawn()
+            .expect("start");
+        ours.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        (&ours).write_all(INITIALIZE.as_bytes()).expect("write");
+        let mut replies = BufReader::new(&ours).lines();
+        let init: Value =
+            serde_json::from_str(&replies.next().expect("line").expect("read")).expect("JSON");
+        assert_eq!(init["id"], 1);
+        let call: Value =
+            serde_json::from_str(&replies.next().expect("line").expect("read")).expect("JSON");
+        assert_eq!(call["id"], 2);
+        assert_eq!(call["result"]["content"][0]["text"], "over a socket");
+        ours.shutdown(std::net::Shutdown::Write).expect("shutdown");
+        let status = child.wait().expect("wait");
+        assert!(
+            status.success(),
+            "EOF on the socket ends the service: {status}"
+        );
+    }
 }
 
 /// Stdout that is neither a pipe nor a socket (a regular file) still gets every answer.

@@ -439,6 +439,21 @@ fn reject_http_keys(s: &RawService, path: &str, e: &mut Errors) {
     }
 }
 
+/// Headers the gateway's HTTP client sets itself: a configured value would change how requests
+/// are framed (request smuggling), where they go, or what the upstream's session is.
+const RESERVED_HEADERS: [&str; 10] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-connection",
+    "content-type",
+];
+
 fn resolve_map(
     map: Option<&BTreeMap<String, String>>,
     path: &str,
@@ -452,6 +467,13 @@ fn resolve_map(
         let reference = SecretRef::parse(value);
         if headers {
             let lower = key.to_ascii_lowercase();
+            if RESERVED_HEADERS.contains(&lower.as_str()) || lower.starts_with("mcp-") {
+                e.push(
+                    &key_path,
+                    "is set by the gateway (message framing, connection handling or the MCP protocol headers) and cannot be configured",
+                );
+                continue;
+            }
             if !reference.is_reference() && SENSITIVE_HEADER_HINTS.iter().any(|h| lower.contains(h))
             {
                 e.push(&key_path, "credentials must be given by reference (\"env:NAME\" or \"file:PATH\"), not inline");

@@ -68,3 +68,32 @@ url = "ftp://files.example/"
         "{errors:?}"
     );
 }
+
+#[test]
+fn headers_that_frame_or_route_requests_cannot_be_configured() {
+    let errors = check(
+        r#"
+[services.a]
+url = "http://127.0.0.1:9/mcp"
+headers = { Content-Length = "0", Transfer-Encoding = "chunked", Host = "other.example", Mcp-Session-Id = "fixed", X-Tenant = "acme" }
+"#,
+    )
+    .unwrap_err();
+    for name in [
+        "Content-Length",
+        "Transfer-Encoding",
+        "Host",
+        "Mcp-Session-Id",
+    ] {
+        assert!(
+            messages_at(&errors, &format!("services.a.headers.{name}"))
+                .iter()
+                .any(|m| m.contains("set by the gateway")),
+            "{name}: {errors:?}"
+        );
+    }
+    assert!(
+        messages_at(&errors, "services.a.headers.X-Tenant").is_empty(),
+        "an ordinary header is fine: {errors:?}"
+    );
+}

@@ -6,10 +6,14 @@
 //! is a pipe or a Unix socket — the way a gateway or an MCP client launches a stdio server —
 //! it is made non-blocking and registered with the reactor instead; anything else (a terminal,
 //! a regular file) keeps tokio's blocking-pool streams, which work with every kind of file.
+//!
+//! Non-blocking is a property of the open file, shared with every descriptor of it. Logs and
+//! the default audit output go to stderr with blocking writes, so a stdin or stdout that is the
+//! same file as stderr (`2>&1`, one socket for everything) keeps the blocking streams too.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -44,10 +48,17 @@ enum Stream {
     Socket(OwnedFd),
 }
 
-/// A duplicate of `fd` if it is a pipe or a socket.
+/// A duplicate of `fd` if it is a pipe or a socket, and not the same file as stderr.
 fn async_fd(fd: BorrowedFd<'_>) -> Option<Stream> {
     let file = std::fs::File::from(fd.try_clone_to_owned().ok()?);
-    let kind = file.metadata().ok()?.file_type();
+    let meta = file.metadata().ok()?;
+    let stderr = std::fs::File::from(io::stderr().as_fd().try_clone_to_owned().ok()?)
+        .metadata()
+        .ok()?;
+    if (meta.dev(), meta.ino()) == (stderr.dev(), stderr.ino()) {
+        return None;
+    }
+    let kind = meta.file_type();
     let owned = OwnedFd::from(file);
     if kind.is_fifo() {
         Some(Stream::Pipe(owned))

@@ -32,6 +32,8 @@ const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 /// How long a response stream may take to end after its response, for its connection to be
 /// reused; a server that keeps it open longer loses the connection.
 const STREAM_END_WAIT: Duration = Duration::from_secs(2);
+/// Longest a connection attempt (initialize) or a message the gateway does not wait on may take.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
 const ACCEPT_BOTH: &str = "application/json, text/event-stream";
 
 #[derive(Default)]
@@ -157,7 +159,11 @@ impl HttpUpstream {
                 let Some(upstream) = this.upgrade() else {
                     return;
                 };
-                let outcome = upstream.ensure_session().await;
+                // An upstream that accepts the connection and never answers must not hold the
+                // session lock (and every request behind it) forever.
+                let outcome = tokio::time::timeout(ATTEMPT_TIMEOUT, upstream.ensure_session())
+                    .await
+                    .unwrap_or_else(|_| Err(upstream.unavailable("no answer to initialize")));
                 upstream.started.send_replace(true);
                 match outcome {
                     Ok(()) => {
@@ -394,8 +400,10 @@ impl HttpUpstream {
 
     /// Opens the stream on which the upstream announces list changes: the session's GET stream
     /// (2025-11-25) or `subscriptions/listen` (2026-07-28). `None` if the upstream offers none.
-    async fn open_notification_stream(&self) -> Option<http_client::Response> {
-        let client = self.client.as_ref().ok()?;
+    async fn open_notification_stream(&self) -> Listen {
+        let Ok(client) = self.client.as_ref() else {
+            return Listen::NotOffered;
+        };
         let response = if self.stateless {
             let body = json!({ "jsonrpc": "2.0", "id": 0, "method": "subscriptions/listen", "params": {
                 "notifications": { "toolsListChanged": true, "promptsListChanged": true, "resourcesListChanged": true },
@@ -412,7 +420,10 @@ impl HttpUpstream {
                     "mcp-protocol-version",
                     HeaderValue::from_static(UPSTREAM_STATELESS_VERSION),
                 ),
-                ("mcp-method", HeaderValue::from_static("subscriptions/listen")),
+                (
+                    "mcp-method",
+                    HeaderValue::from_static("subscriptions/listen"),
+                ),
             ];
             client
                 .send(Method::POST, &headers, Bytes::from(body.to_string()))
@@ -424,17 +435,30 @@ impl HttpUpstream {
                     "mcp-protocol-version",
                     HeaderValue::from_static(UPSTREAM_SESSION_VERSION),
                 ),
-                self.session_header()?,
+                match self.session_header() {
+                    Some(header) => header,
+                    None => return Listen::Failed,
+                },
             ];
             client.send(Method::GET, &headers, Bytes::new()).await
-        }
-        .ok()?;
+        };
+        let Ok(response) = response else {
+            return Listen::Failed;
+        };
         let is_stream = response
             .headers
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|t| t.starts_with("text/event-stream"));
-        (response.status.is_success() && is_stream).then_some(response)
+        let status = response.status;
+        if status.is_success() && is_stream {
+            Listen::Stream(Box::new(response))
+        } else if status.is_server_error() || [404, 408, 429].contains(&status.as_u16()) {
+            // Restarting, overloaded, or our session expired (a request renews it).
+            Listen::Failed
+        } else {
+            Listen::NotOffered
+        }
     }
 
     /// Server-to-client requests (sampling, elicitation, roots) cannot be attributed to one
@@ -460,14 +484,14 @@ impl HttpUpstream {
             ));
             headers.extend(self.session_header());
         }
-        tokio::spawn(async move {
+        tokio::spawn(tokio::time::timeout(ATTEMPT_TIMEOUT, async move {
             if let Ok(response) = client
                 .send(Method::POST, &headers, Bytes::from(message.to_string()))
                 .await
             {
                 response.discard().await;
             }
-        });
+        }));
     }
 
     pub fn is_stateless(&self) -> bool {
@@ -484,6 +508,15 @@ impl HttpUpstream {
 
 const SESSION_EXPIRED: &str = "session expired";
 
+/// How opening the notification stream went.
+enum Listen {
+    Stream(Box<http_client::Response>),
+    /// The upstream answered that it has none: stop asking.
+    NotOffered,
+    /// Unreachable, restarting, or the session expired: ask again later.
+    Failed,
+}
+
 /// Keeps a notification stream open to the upstream for as long as it exists, so its list
 /// changes reach clients; reconnects with backoff. Upstreams without such a stream are left alone.
 async fn listen_for_changes(this: std::sync::Weak<HttpUpstream>) {
@@ -492,9 +525,18 @@ async fn listen_for_changes(this: std::sync::Weak<HttpUpstream>) {
         let Some(upstream) = this.upgrade() else {
             return;
         };
-        let Some(response) = upstream.open_notification_stream().await else {
-            tracing::debug!(service = %upstream.name, "the service offers no notification stream");
-            return;
+        let response = match upstream.open_notification_stream().await {
+            Listen::Stream(response) => *response,
+            Listen::NotOffered => {
+                tracing::debug!(service = %upstream.name, "the service offers no notification stream");
+                return;
+            }
+            Listen::Failed => {
+                drop(upstream);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                continue;
+            }
         };
         drop(upstream);
         // The limit is on the stream's whole life: a stream that reaches it is opened again.

@@ -28,9 +28,10 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_util::either::Either;
 
-/// An idle connection older than this is closed rather than reused (servers close idle
-/// keep-alive connections after their own timeout; reusing one that is about to close fails).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// An idle connection older than this is closed rather than reused: servers close idle
+/// keep-alive connections after their own timeout (5 s for uvicorn and Node), and a request
+/// written just as the server closes fails without being safe to send again.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// Idle connections kept per upstream; more are closed when they become idle.
 const MAX_IDLE: usize = 32;
 
@@ -199,7 +200,18 @@ impl Client {
                     Some(unsent) if !fresh => request = Some(unsent),
                     _ => return Err(Error::Request),
                 },
-                None => return Err(Error::Request),
+                // Closed before answering. Dropping the connection hands back a request it had
+                // not taken yet; one it had taken may have reached the server: not sent again.
+                None => {
+                    drop(conn);
+                    match pending.await {
+                        Err(mut failed) if !fresh => match failed.take_message() {
+                            Some(unsent) => request = Some(unsent),
+                            None => return Err(Error::Request),
+                        },
+                        _ => return Err(Error::Request),
+                    }
+                }
             }
         }
     }
@@ -319,15 +331,22 @@ impl Response {
         })
     }
 
-    /// Reads and discards the body, so the connection can be reused.
-    pub async fn discard(mut self) {
-        while let Some(Ok(_)) = self.chunk().await {}
+    /// Reads and discards the body, so the connection can be reused; a body that has not ended
+    /// within 2 s, or passes 1 MiB, costs the connection instead.
+    pub async fn discard(self) {
+        let drain = async {
+            let mut chunks = std::pin::pin!(self.into_stream(1024 * 1024));
+            while let Some(Ok(_)) = futures::StreamExt::next(&mut chunks).await {}
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
     }
 
     fn release(&mut self) {
         if let Some(mut conn) = self.conn.take() {
             conn.idle_since = Instant::now();
             let mut idle = lock(&self.pool.idle);
+            // Expired connections would otherwise wait, half-closed, until the pool reached them.
+            idle.retain(|c| c.idle_since.elapsed() < IDLE_TIMEOUT);
             if idle.len() < MAX_IDLE {
                 idle.push(conn);
             }

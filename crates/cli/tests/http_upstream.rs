@@ -1,13 +1,16 @@
 //! HTTPS upstreams: the gateway verifies the upstream's certificate against the trusted roots
 //! (the platform's, or `SSL_CERT_FILE`), never sends a request over an unverified connection,
-//! and keeps verified connections alive across calls.
+//! and keeps verified connections alive across calls. Notification streams that fail are opened
+//! again; an upstream that has none is asked once.
 
 mod common;
 
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
+use futures::StreamExt;
 use micromcp_testkit::tls::{Ca, TlsListener};
 use serde_json::json;
 
@@ -109,4 +112,128 @@ async fn https_upstreams_are_verified_and_their_connections_reused() {
         (4..=10).contains(&connections),
         "{connections} TLS connections for 20 calls"
     );
+}
+
+/// A session-era upstream over plain HTTP that counts its notification-stream requests (GET).
+/// `offers_stream`: the first GET fails with 503 (a restart), the second opens a stream that
+/// announces a tools list change once `announce` fires. Otherwise every GET gets 405.
+async fn listening_upstream(
+    offers_stream: bool,
+    gets: Arc<AtomicUsize>,
+    announce: Arc<tokio::sync::Notify>,
+) -> String {
+    use axum::http::{HeaderValue, StatusCode, header};
+    use axum::response::IntoResponse;
+
+    let post = |body: String| async move {
+        let request: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let result = match request["method"].as_str() {
+            Some("initialize") => json!({"protocolVersion": "2025-11-25",
+                "capabilities": {"tools": {"listChanged": true}},
+                "serverInfo": {"name": "listening", "version": "1"}}),
+            Some("tools/list") => json!({"tools": []}),
+            _ => return (StatusCode::ACCEPTED, [("mcp-session-id", "s1")]).into_response(),
+        };
+        let reply = json!({"jsonrpc": "2.0", "id": request["id"], "result": result});
+        (
+            [
+                ("mcp-session-id", "s1"),
+                ("content-type", "application/json"),
+            ],
+            reply.to_string(),
+        )
+            .into_response()
+    };
+    let get = move || {
+        let n = gets.fetch_add(1, Ordering::SeqCst);
+        let announce = announce.clone();
+        async move {
+            if !offers_stream {
+                return StatusCode::METHOD_NOT_ALLOWED.into_response();
+            }
+            if n == 0 {
+                return StatusCode::SERVICE_UNAVAILABLE.into_response();
+            }
+            let event = futures::stream::once(async move {
+                announce.notified().await;
+                Ok::<_, std::convert::Infallible>(
+                    "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/tools/list_changed\"}\n\n",
+                )
+            })
+            .chain(futures::stream::pending());
+            let mut response = axum::body::Body::from_stream(event).into_response();
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            );
+            response
+        }
+    };
+    let app = axum::Router::new().route("/mcp", axum::routing::post(post).get(get));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/mcp")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn notification_streams_are_retried_unless_the_upstream_has_none() {
+    let (offered_gets, absent_gets) =
+        (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let announce = Arc::new(tokio::sync::Notify::new());
+    let offered = listening_upstream(true, offered_gets.clone(), announce.clone()).await;
+    let absent = listening_upstream(false, absent_gets.clone(), announce.clone()).await;
+    let gw = Gateway::start(&format!(
+        r#"
+[[policy.grants]]
+principal = "alice"
+tools = ["offered.*", "absent.*"]
+
+[services.offered]
+url = "{offered}"
+
+[services.absent]
+url = "{absent}"
+"#
+    ));
+    gw.wait_ready(&["offered", "absent"]).await;
+    let mut c = gw.client(&gw.alice);
+    c.initialize().await;
+    let stream = gw
+        .http
+        .get(&gw.url)
+        .header("authorization", format!("Bearer {}", gw.alice))
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", c.session.as_deref().expect("session"))
+        .send()
+        .await
+        .expect("GET stream");
+    assert_eq!(stream.status(), 200);
+
+    // The 503 is retried (after 1 s): the second stream is open.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while offered_gets.load(Ordering::SeqCst) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the notification stream was not opened again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    announce.notify_one();
+    let mut body = stream.bytes_stream();
+    let mut seen = String::new();
+    while !seen.contains("notifications/tools/list_changed") {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), body.next()).await;
+        match chunk {
+            Ok(Some(Ok(bytes))) => seen.push_str(&String::from_utf8_lossy(&bytes)),
+            other => {
+                panic!("the upstream's list change did not reach the client ({other:?}): {seen}")
+            }
+        }
+    }
+    // 405 means "none here": asked once, never again (a retry would have come after 1 s).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(absent_gets.load(Ordering::SeqCst), 1);
 }

@@ -303,31 +303,13 @@ async fn list_changed_reaches_open_session_streams_when_a_service_restarts() {
     gw.wait_ready(&["echo", "second"]).await;
     let mut c = gw.client(&gw.alice);
     c.initialize().await;
-    let stream = gw
-        .http
-        .get(&gw.url)
-        .header("authorization", format!("Bearer {}", gw.alice))
-        .header("accept", "text/event-stream")
-        .header("mcp-session-id", c.session.as_deref().expect("session"))
-        .send()
-        .await
-        .expect("GET stream");
-    assert_eq!(stream.status(), 200);
+    let stream = c.open_session_stream().await;
     // Crash one service; its restart announces that lists changed.
     let grant = c
         .call("tools/call", json!({"name": "echo.exit", "arguments": {}}))
         .await;
     assert!(grant.body.get("error").is_some());
-    let mut body = stream.bytes_stream();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    let mut seen = String::new();
-    while !seen.contains("notifications/tools/list_changed") {
-        let chunk = tokio::time::timeout_at(deadline, futures::StreamExt::next(&mut body)).await;
-        match chunk {
-            Ok(Some(Ok(bytes))) => seen.push_str(&String::from_utf8_lossy(&bytes)),
-            other => panic!("no list_changed on the session stream ({other:?}); got: {seen}"),
-        }
-    }
+    let seen = read_stream_until(stream, "notifications/tools/list_changed").await;
     // Another principal's session never sees this principal's requests, only content-free
     // list changes; nothing else was sent on this stream.
     assert!(

@@ -169,13 +169,8 @@ async fn listening_upstream(
             response
         }
     };
-    let app = axum::Router::new().route("/mcp", axum::routing::post(post).get(get));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+    micromcp_testkit::serve(axum::Router::new().route("/mcp", axum::routing::post(post).get(get)))
         .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{addr}/mcp")
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -201,16 +196,7 @@ url = "{absent}"
     gw.wait_ready(&["offered", "absent"]).await;
     let mut c = gw.client(&gw.alice);
     c.initialize().await;
-    let stream = gw
-        .http
-        .get(&gw.url)
-        .header("authorization", format!("Bearer {}", gw.alice))
-        .header("accept", "text/event-stream")
-        .header("mcp-session-id", c.session.as_deref().expect("session"))
-        .send()
-        .await
-        .expect("GET stream");
-    assert_eq!(stream.status(), 200);
+    let stream = c.open_session_stream().await;
 
     // The 503 is retried (after 1 s): the second stream is open.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -222,17 +208,7 @@ url = "{absent}"
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     announce.notify_one();
-    let mut body = stream.bytes_stream();
-    let mut seen = String::new();
-    while !seen.contains("notifications/tools/list_changed") {
-        let chunk = tokio::time::timeout(Duration::from_secs(10), body.next()).await;
-        match chunk {
-            Ok(Some(Ok(bytes))) => seen.push_str(&String::from_utf8_lossy(&bytes)),
-            other => {
-                panic!("the upstream's list change did not reach the client ({other:?}): {seen}")
-            }
-        }
-    }
+    read_stream_until(stream, "notifications/tools/list_changed").await;
     // 405 means "none here": asked once, never again (a retry would have come after 1 s).
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(absent_gets.load(Ordering::SeqCst), 1);

@@ -32,12 +32,7 @@ async fn spy_server(recorded: Recorded) -> String {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{addr}/mcp")
+    micromcp_testkit::serve(app).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

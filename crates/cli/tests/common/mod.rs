@@ -344,6 +344,21 @@ impl Client {
             .await
     }
 
+    /// Opens this session's GET notification stream (the client must have initialized).
+    pub async fn open_session_stream(&self) -> reqwest::Response {
+        let mut get = self
+            .http
+            .get(&self.url)
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", self.session.as_deref().expect("session"));
+        if let Some(token) = &self.token {
+            get = get.header("authorization", format!("Bearer {token}"));
+        }
+        let stream = get.send().await.expect("GET stream");
+        assert_eq!(stream.status(), 200);
+        stream
+    }
+
     /// A 2026-07-28 stateless request with correct headers.
     pub async fn call_2026(&mut self, method: &str, mut params: Value) -> Reply {
         self.next_id += 1;
@@ -462,3 +477,18 @@ resources = ["echo.*"]
 [services.echo]
 builtin = "echo"
 "#;
+
+/// Reads an SSE response until `needle` has arrived (10 s at most); returns everything read.
+pub async fn read_stream_until(stream: reqwest::Response, needle: &str) -> String {
+    let mut body = stream.bytes_stream();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut seen = String::new();
+    while !seen.contains(needle) {
+        let chunk = tokio::time::timeout_at(deadline, futures::StreamExt::next(&mut body)).await;
+        match chunk {
+            Ok(Some(Ok(bytes))) => seen.push_str(&String::from_utf8_lossy(&bytes)),
+            other => panic!("no {needle} on the stream ({other:?}); got: {seen}"),
+        }
+    }
+    seen
+}

@@ -251,10 +251,7 @@ impl HttpUpstream {
         method: &str,
         name: Option<&str>,
     ) -> Result<http_client::Response, UpstreamError> {
-        let mut headers = vec![
-            ("accept", HeaderValue::from_static(ACCEPT_BOTH)),
-            ("content-type", HeaderValue::from_static("application/json")),
-        ];
+        let mut headers = self.post_headers(method != "initialize");
         if self.stateless {
             headers.push((
                 "mcp-protocol-version",
@@ -266,14 +263,6 @@ impl HttpUpstream {
             if let Some(value) = name.and_then(|n| HeaderValue::from_str(&encode_value(n)).ok()) {
                 headers.push(("mcp-name", value));
             }
-        } else {
-            if method != "initialize" {
-                headers.push((
-                    "mcp-protocol-version",
-                    HeaderValue::from_static(UPSTREAM_SESSION_VERSION),
-                ));
-            }
-            headers.extend(self.session_header());
         }
         let body = Bytes::from(serde_json::to_vec(body).unwrap_or_default());
         let response = self
@@ -296,6 +285,25 @@ impl HttpUpstream {
         self.client
             .as_ref()
             .map_err(|reason| self.unavailable(reason.clone()))
+    }
+
+    /// The headers of every POST; in the session era also the protocol version (not on
+    /// `initialize`) and the session.
+    fn post_headers(&self, with_version: bool) -> Vec<(&'static str, HeaderValue)> {
+        let mut headers = vec![
+            ("accept", HeaderValue::from_static(ACCEPT_BOTH)),
+            ("content-type", HeaderValue::from_static("application/json")),
+        ];
+        if !self.stateless {
+            if with_version {
+                headers.push((
+                    "mcp-protocol-version",
+                    HeaderValue::from_static(UPSTREAM_SESSION_VERSION),
+                ));
+            }
+            headers.extend(self.session_header());
+        }
+        headers
     }
 
     /// The `Mcp-Session-Id` header, once the upstream has given the gateway a session.
@@ -473,17 +481,7 @@ impl HttpUpstream {
         let Ok(client) = self.client.clone() else {
             return;
         };
-        let mut headers = vec![
-            ("accept", HeaderValue::from_static(ACCEPT_BOTH)),
-            ("content-type", HeaderValue::from_static("application/json")),
-        ];
-        if !self.stateless {
-            headers.push((
-                "mcp-protocol-version",
-                HeaderValue::from_static(UPSTREAM_SESSION_VERSION),
-            ));
-            headers.extend(self.session_header());
-        }
+        let headers = self.post_headers(true);
         tokio::spawn(tokio::time::timeout(ATTEMPT_TIMEOUT, async move {
             if let Ok(response) = client
                 .send(Method::POST, &headers, Bytes::from(message.to_string()))

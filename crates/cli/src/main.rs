@@ -215,7 +215,7 @@ async fn gateway(config_path: &Path, stdio: bool) -> anyhow::Result<ExitCode> {
         let addr = listener.local_addr()?;
         eprintln!("micromcp: listening on http://{addr}/mcp");
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(micromcp_gateway::http::serve(
+        let server = tokio::spawn(micromcp_gateway::listener::serve(
             gateway.clone(),
             listener,
             async move {

@@ -67,6 +67,15 @@ pub struct Listen {
     pub allowed_origins: Vec<String>,
     pub max_body_bytes: usize,
     pub max_json_depth: usize,
+    /// Time to receive a request's headers, counted from when the connection is ready for a
+    /// request: it bounds slow headers and is also the idle keep-alive timeout.
+    pub header_timeout: Duration,
+    /// Time to receive a request's whole body once its headers arrived.
+    pub body_timeout: Duration,
+    /// Open client connections at once (new ones beyond are closed at once).
+    pub max_connections: usize,
+    /// Open client connections from one IPv4 address or one IPv6 /64 at once.
+    pub max_connections_per_address: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -172,7 +181,17 @@ impl Config {
                 message: format!("cannot read file: {e}"),
             }])
         })?;
-        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        // Absolute, so that a bare file name (`--config gw.toml`) still gives services a real
+        // working folder and relative paths keep their meaning whatever the process's cwd.
+        let base_dir = std::path::absolute(path)
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .ok_or_else(|| {
+                fail(vec![ConfigError {
+                    path: String::new(),
+                    message: "cannot resolve the config file's folder".into(),
+                }])
+            })?;
         Self::from_toml(&text, &base_dir).map_err(fail)
     }
 

@@ -17,6 +17,10 @@ pub struct RawListen {
     pub allowed_origins: Option<Vec<String>>,
     pub max_body_bytes: Option<u64>,
     pub max_json_depth: Option<u64>,
+    pub header_timeout: Option<String>,
+    pub body_timeout: Option<String>,
+    pub max_connections: Option<u64>,
+    pub max_connections_per_address: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -14,6 +14,10 @@ const DEFAULT_ADDR: &str = "127.0.0.1:8080";
 const DEFAULT_MAX_BODY: u64 = 4 * 1024 * 1024;
 const DEFAULT_MAX_DEPTH: u64 = 64;
 const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_MAX_CONNECTIONS: u64 = 4096;
+const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: u64 = 256;
 /// Header names whose values must come from `env:`/`file:` references, never literals.
 const SENSITIVE_HEADER_HINTS: [&str; 6] = [
     "authorization",
@@ -173,8 +177,35 @@ fn listen(raw: &RawConfig, e: &mut Errors) -> Option<Listen> {
     if !(4..=128).contains(&depth) {
         e.push("listen.max_json_depth", "must be between 4 and 128");
     }
+    let max_connections = l.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    if !(1..=1_000_000).contains(&max_connections) {
+        e.push("listen.max_connections", "must be between 1 and 1000000");
+    }
+    let per_address = l
+        .max_connections_per_address
+        .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_ADDRESS);
+    if !(1..=max_connections.max(1)).contains(&per_address) {
+        e.push(
+            "listen.max_connections_per_address",
+            "must be between 1 and listen.max_connections",
+        );
+    }
     Some(Listen {
         addr: addr?,
+        header_timeout: duration(
+            l.header_timeout.as_deref(),
+            "listen.header_timeout",
+            DEFAULT_HEADER_TIMEOUT,
+            e,
+        ),
+        body_timeout: duration(
+            l.body_timeout.as_deref(),
+            "listen.body_timeout",
+            DEFAULT_BODY_TIMEOUT,
+            e,
+        ),
+        max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+        max_connections_per_address: usize::try_from(per_address).unwrap_or(usize::MAX),
         allowed_hosts: l.allowed_hosts.clone().unwrap_or_default(),
         allowed_origins: l.allowed_origins.clone().unwrap_or_default(),
         max_body_bytes: usize::try_from(max_body).unwrap_or(usize::MAX),

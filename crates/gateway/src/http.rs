@@ -1,12 +1,14 @@
 //! Client-facing Streamable HTTP at `/mcp`, both protocol eras.
 //!
 //! Every request, in order (each refusal is audited and answered with a clear reason):
-//! 1. Host must be a loopback name (when bound to loopback) or listed in `listen.allowed_hosts`;
-//!    `Origin`, when present, must be listed in `listen.allowed_origins` — else 403 (DNS
-//!    rebinding, CSRF).
+//! 1. Exactly one `Host`, a valid `host[:port]` authority matching any absolute-form target
+//!    (400 otherwise, see [`crate::authority`]), naming a loopback name (when bound to loopback)
+//!    or one listed in `listen.allowed_hosts`; `Origin`, when present, must be listed in
+//!    `listen.allowed_origins` — else 403 (DNS rebinding, CSRF).
 //! 2. No query string: credentials are accepted only in the `Authorization` header — else 400.
 //! 3. Authenticate the bearer token — else 401 with `WWW-Authenticate`.
-//! 4. Body: `Content-Type: application/json`, at most `listen.max_body_bytes` (413), strict JSON
+//! 4. Body: `Content-Type: application/json` (at most `; charset=utf-8`; else 415), within
+//!    `listen.body_timeout` (408), at most `listen.max_body_bytes` (413), strict JSON
 //!    with bounded nesting and no duplicate keys (400, -32700), one message, no batches (400).
 //! 5. Era: `initialize` starts a session-era session; a request whose `_meta` or
 //!    `MCP-Protocol-Version` says 2026-07-28 is stateless and must carry matching
@@ -19,7 +21,6 @@
 #![allow(clippy::result_large_err)]
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,6 +32,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use futures::StreamExt;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use micromcp_auth::{AuthError, Principal};
 use micromcp_protocol::era::{supported_versions, unsupported_version};
 use micromcp_protocol::headers::decode_value;
@@ -43,6 +45,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::Gateway;
+use crate::authority::Host;
 use crate::pipeline::Caller;
 use crate::session::Session;
 
@@ -54,28 +57,34 @@ const META_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
 type Gw = State<Arc<Gateway>>;
 
 /// The HTTP routes: `/mcp`, `/healthz`, `/readyz`.
-pub fn router(gateway: Arc<Gateway>) -> Router {
+pub(crate) fn router(gateway: Arc<Gateway>) -> Router {
     Router::new()
         .route("/mcp", any(mcp))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .fallback(not_found)
         .with_state(gateway)
 }
 
-/// Serves until `shutdown` resolves, then lets in-flight requests finish.
-pub async fn serve(
-    gateway: Arc<Gateway>,
-    listener: tokio::net::TcpListener,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    // No Nagle delay: SSE events and small JSON answers must leave at once (with Nagle and the
-    // peer's delayed ACK, a response written in pieces stalls for ~40 ms).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, router(gateway))
-        .with_graceful_shutdown(shutdown)
-        .await
+/// Any other path: 404, audited like every request (probes of the gateway are worth seeing).
+async fn not_found(State(gw): Gw, request: Request) -> Response {
+    let refusal = Refusal::new(
+        StatusCode::NOT_FOUND,
+        error_codes::INVALID_REQUEST,
+        "path",
+        "not found; the MCP endpoint is /mcp",
+    );
+    let method = format!("{} (unknown path)", request.method());
+    gw.audit_rejection(
+        "http",
+        None,
+        Some(&method),
+        Some(refusal.status.as_u16()),
+        refusal.rule,
+        &refusal.error.message,
+        Instant::now(),
+    );
+    refusal_response(refusal)
 }
 
 async fn readyz(State(gw): Gw) -> Response {
@@ -184,11 +193,29 @@ fn refusal_response(refusal: Refusal) -> Response {
 fn check_transport(gw: &Gateway, request: &Request) -> Result<(), Refusal> {
     let headers = request.headers();
     let listen = &gw.config.listen;
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("");
-    if !host_allowed(host, listen.addr, &listen.allowed_hosts) {
+    let bad_host = |message: &str| {
+        Refusal::new(
+            StatusCode::BAD_REQUEST,
+            error_codes::INVALID_REQUEST,
+            "host",
+            message,
+        )
+    };
+    let authority = single_header(headers, "host")
+        .map_err(|m| bad_host(&m))?
+        .ok_or_else(|| bad_host("a Host header is required"))?;
+    let host = Host::parse(authority)
+        .ok_or_else(|| bad_host("the Host header is not a valid host[:port]"))?;
+    // An absolute-form request target names its own authority; two authorities that could
+    // disagree are refused rather than choosing one.
+    if let Some(target) = request.uri().authority()
+        && !target.as_str().eq_ignore_ascii_case(authority)
+    {
+        return Err(bad_host(
+            "the request target's authority does not match the Host header",
+        ));
+    }
+    if !host.is_allowed(authority, listen.addr, &listen.allowed_hosts) {
         return Err(Refusal::new(
             StatusCode::FORBIDDEN,
             error_codes::INVALID_REQUEST,
@@ -221,25 +248,6 @@ fn check_transport(gw: &Gateway, request: &Request) -> Result<(), Refusal> {
         ));
     }
     Ok(())
-}
-
-fn host_allowed(host: &str, bound: SocketAddr, allowed: &[String]) -> bool {
-    if host.is_empty() {
-        return false;
-    }
-    let name = if host.starts_with('[') {
-        host.split_once(']').map_or(host, |(h, _)| &h[1..])
-    } else {
-        host.rsplit_once(':').map_or(host, |(h, _)| h)
-    };
-    if allowed
-        .iter()
-        .any(|a| a.eq_ignore_ascii_case(host) || a.eq_ignore_ascii_case(name))
-    {
-        return true;
-    }
-    bound.ip().is_loopback()
-        && (name.eq_ignore_ascii_case("localhost") || name == "127.0.0.1" || name == "::1")
 }
 
 fn authenticate(gw: &Gateway, headers: &HeaderMap) -> Result<Principal, Refusal> {
@@ -302,17 +310,13 @@ async fn post(
     let json_type = single_header(&headers, "content-type")
         .ok()
         .flatten()
-        .is_some_and(|t| {
-            t.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("application/json")
-        });
+        .is_some_and(is_json_media_type);
     if !json_type {
         return Err(Refusal::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             error_codes::INVALID_REQUEST,
             "content-type",
-            "exactly one Content-Type header, application/json, is required",
+            "exactly one Content-Type header, application/json (optionally ; charset=utf-8), is required",
         ));
     }
     let message = read_message(gw, &headers, body).await?;
@@ -363,14 +367,7 @@ async fn post(
                 gw.handle_notification(&caller, &n);
                 StatusCode::ACCEPTED.into_response()
             }
-            Message::Response(_) => {
-                return Err(Refusal::new(
-                    StatusCode::BAD_REQUEST,
-                    error_codes::INVALID_REQUEST,
-                    "unexpected-response",
-                    "the gateway sent no request to answer",
-                ));
-            }
+            Message::Response(_) => return Err(unexpected_response()),
         });
     }
 
@@ -407,8 +404,36 @@ async fn post(
             gw.handle_notification(&caller, &n);
             StatusCode::ACCEPTED.into_response()
         }
-        Message::Response(_) => StatusCode::ACCEPTED.into_response(),
+        Message::Response(_) => return Err(unexpected_response()),
     })
+}
+
+/// The gateway sends clients no requests (server-to-client requests are refused upstream), so
+/// a response from a client answers nothing.
+fn unexpected_response() -> Refusal {
+    Refusal::new(
+        StatusCode::BAD_REQUEST,
+        error_codes::INVALID_REQUEST,
+        "unexpected-response",
+        "the gateway sent no request to answer",
+    )
+}
+
+/// `application/json`, with at most a `charset=utf-8` parameter (any case, optionally quoted).
+fn is_json_media_type(value: &str) -> bool {
+    let mut parts = value.split(';');
+    let essence = parts.next().unwrap_or_default().trim();
+    essence.eq_ignore_ascii_case("application/json")
+        && parts.all(|parameter| {
+            parameter.split_once('=').is_some_and(|(name, value)| {
+                let value = value.trim();
+                let value = value
+                    .strip_prefix('"')
+                    .and_then(|v| v.strip_suffix('"'))
+                    .unwrap_or(value);
+                name.trim().eq_ignore_ascii_case("charset") && value.eq_ignore_ascii_case("utf-8")
+            })
+        })
 }
 
 async fn read_message(gw: &Gateway, headers: &HeaderMap, body: Body) -> Result<Message, Refusal> {
@@ -428,9 +453,28 @@ async fn read_message(gw: &Gateway, headers: &HeaderMap, body: Body) -> Result<M
     if declared.is_some_and(|len| len > max) {
         return Err(too_large());
     }
-    let bytes = axum::body::to_bytes(body, max)
-        .await
-        .map_err(|_| too_large())?;
+    let timeout = gw.config.listen.body_timeout;
+    let read = tokio::time::timeout(timeout, Limited::new(body, max).collect()).await;
+    let bytes = match read {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large()),
+        Ok(Err(_)) => {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                error_codes::INVALID_REQUEST,
+                "body-incomplete",
+                "the request body ended early (the client closed the connection)",
+            ));
+        }
+        Err(_) => {
+            return Err(Refusal::new(
+                StatusCode::REQUEST_TIMEOUT,
+                error_codes::INVALID_REQUEST,
+                "body-timeout",
+                format!("the request body did not arrive within {timeout:?}"),
+            ));
+        }
+    };
     let value = strict::parse(&bytes, gw.config.listen.max_json_depth).map_err(|e| {
         Refusal::new(
             StatusCode::BAD_REQUEST,
@@ -828,20 +872,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hosts() {
-        let lo: SocketAddr = "127.0.0.1:8080".parse().expect("addr");
-        let any: SocketAddr = "0.0.0.0:8080".parse().expect("addr");
-        assert!(host_allowed("localhost:8080", lo, &[]));
-        assert!(host_allowed("127.0.0.1", lo, &[]));
-        assert!(host_allowed("[::1]:8080", lo, &[]));
-        assert!(!host_allowed("evil.example:8080", lo, &[]));
-        assert!(!host_allowed("localhost.evil.example", lo, &[]));
-        assert!(!host_allowed("", lo, &[]));
-        assert!(!host_allowed("localhost:8080", any, &[]));
-        assert!(host_allowed(
-            "mcp.internal:443",
-            any,
-            &["mcp.internal".into()]
-        ));
+    fn media_types() {
+        for ok in [
+            "application/json",
+            "Application/JSON",
+            " application/json ",
+            "application/json; charset=utf-8",
+            "application/json;charset=\"UTF-8\"",
+        ] {
+            assert!(is_json_media_type(ok), "{ok}");
+        }
+        for bad in [
+            "application/jsonx",
+            "application/json-seq",
+            "application/json; charset=UTF-16",
+            "application/json; charset=utf-8; x=y",
+            "application/json;",
+            "application/json; boundary=x",
+            "text/json",
+            "application / json",
+            "",
+        ] {
+            assert!(!is_json_media_type(bad), "{bad}");
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! The micromcp gateway: one authenticated MCP endpoint in front of many upstream services.
 //!
 //! Where things live (the order of the request path is in [`pipeline`]):
+//! - [`listener`]: the TCP accept loop and its connection limits (before any byte is parsed).
 //! - [`http`] and [`stdio`]: client-facing transports. They do the transport checks (Host,
 //!   Origin, size, nesting, protocol headers, era), authenticate, and hand each JSON-RPC request
 //!   to [`Gateway::handle`].
@@ -10,9 +11,11 @@
 //! - [`events`]: notifications from upstreams, delivered only to the client they belong to.
 //! - [`normalize`]: result shapes per protocol era.
 
+mod authority;
 pub mod events;
 pub mod federation;
 pub mod http;
+pub mod listener;
 pub mod normalize;
 pub mod pipeline;
 pub mod session;
@@ -54,6 +57,8 @@ pub struct Gateway {
     pub(crate) audit: AuditLog,
     pub(crate) sessions: session::Sessions,
     pub(crate) routes: Arc<events::Routes>,
+    /// Refusals that have no request to audit (connection limits, timeouts).
+    pub(crate) refusals: listener::RefusalLog,
     /// The stdio client, when serving stdio.
     pub(crate) stdio: std::sync::OnceLock<Arc<session::Session>>,
     instance: String,
@@ -108,6 +113,7 @@ impl Gateway {
             )),
             sessions: session::Sessions::new(config.gateway.max_sessions),
             routes,
+            refusals: listener::RefusalLog::default(),
             stdio: std::sync::OnceLock::new(),
             config,
             services,

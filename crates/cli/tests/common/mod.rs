@@ -98,12 +98,35 @@ impl Gateway {
         bob: String,
         env: &[(&str, &str)],
     ) -> Gateway {
+        Self::spawn(config, alice, bob, env, false)
+    }
+
+    /// Like [`Gateway::start`], but run from the config's folder as `--config gateway.toml`
+    /// (a bare file name, as a user in that folder would type it).
+    pub fn start_from_config_dir(rest: &str) -> Gateway {
+        let (alice, bob) = (token(), token());
+        let config = format!("{}\n{rest}", preamble(&alice, &bob));
+        Self::spawn(&config, alice.token, bob.token, &[], true)
+    }
+
+    fn spawn(
+        config: &str,
+        alice: String,
+        bob: String,
+        env: &[(&str, &str)],
+        bare_config_name: bool,
+    ) -> Gateway {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("gateway.toml"), config).expect("write config");
-        let mut child = Command::new(BIN)
-            .args(["gateway", "--config"])
-            .arg(dir.path().join("gateway.toml"))
+        let mut command = Command::new(BIN);
+        command.args(["gateway", "--config"]);
+        if bare_config_name {
+            command.arg("gateway.toml").current_dir(dir.path());
+        } else {
+            command.arg(dir.path().join("gateway.toml"));
+        }
+        let mut child = command
             .env("MICROMCP_LOG", "info")
             // Must never reach a service: children get only their configured environment.
             .env("MICROMCP_TEST_GATEWAY_SECRET", "do-not-inherit")

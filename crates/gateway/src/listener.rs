@@ -1,0 +1,274 @@
+//! The client-facing TCP listener: limits that hold before a single byte is parsed.
+//!
+//! Nobody without a token may exhaust file descriptors, memory or tasks:
+//! - at most `listen.max_connections` open connections, and at most
+//!   `listen.max_connections_per_address` from one IPv4 address or one IPv6 /64 (one host
+//!   usually owns a whole /64); a connection beyond either is closed as soon as it is accepted;
+//! - request headers must arrive within `listen.header_timeout`, counted from the moment the
+//!   connection is ready for a request (hyper's header read timer): slow headers (slowloris)
+//!   and idle keep-alive connections are both closed when it runs out;
+//! - request headers are at most [`MAX_HEADER_BYTES`] (431 beyond);
+//! - HTTP/1.1 only (docs/adr/0006): there is no second authority (`:authority`) that could
+//!   disagree with the `Host` header that [`crate::http`] checks.
+//!
+//! Concurrent requests are bounded by connections (HTTP/1.1 serves one request at a time per
+//! connection, and pipelined requests wait their turn).
+//!
+//! What this layer refuses has no HTTP request to audit (a connection over a limit, headers
+//! that never completed, a client that vanished): those refusals are counted and logged at most
+//! once per [`REFUSAL_LOG_INTERVAL`] with their counts. Requests that hyper itself refuses after
+//! reading them (malformed HTTP: 400; headers too large: 431) are audited like every other
+//! request.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+
+use crate::Gateway;
+use crate::session::lock;
+
+/// Largest request head (request line and headers) a client may send.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Refusals are logged with their counts at most this often.
+pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// Pause after a failed `accept` (out of file descriptors, say) before the next one.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
+
+/// Serves HTTP/1.1 on `listener` until `shutdown` resolves, then waits for open connections
+/// to finish (the caller bounds that wait with `gateway.shutdown_grace`).
+pub async fn serve(
+    gateway: Arc<Gateway>,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listen = &gateway.config.listen;
+    let limits = Arc::new(ConnectionLimits::new(
+        listen.max_connections,
+        listen.max_connections_per_address,
+    ));
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(listen.header_timeout)
+        .max_header_size(MAX_HEADER_BYTES);
+    let service = TowerToHyperService::new(crate::http::router(gateway.clone()));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    gateway.refusals.count(&format!("accept failed: {e}"));
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let permit = match limits.admit(peer.ip()) {
+            Ok(permit) => permit,
+            Err(limit) => {
+                gateway.refusals.count(limit);
+                continue; // dropping `tcp` closes it
+            }
+        };
+        // No Nagle delay: SSE events and small JSON answers must leave at once (with Nagle and
+        // the peer's delayed ACK, a response written in pieces stalls for ~40 ms).
+        let _ = tcp.set_nodelay(true);
+        let connection = graceful.watch(http1.serve_connection(TokioIo::new(tcp), service.clone()));
+        let gateway = gateway.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let started = Instant::now();
+            if let Err(e) = connection.await {
+                gateway.connection_failed(&e, started);
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+impl Gateway {
+    /// A connection ended with an error: requests hyper refused after reading them are audited,
+    /// everything else (no request was read) is counted.
+    fn connection_failed(&self, e: &hyper::Error, started: Instant) {
+        let refused = if e.is_parse_too_large() {
+            Some((431, "header-size", "request headers are too large"))
+        } else if e.is_parse() {
+            Some((400, "malformed-http", "the request is not valid HTTP/1.1"))
+        } else {
+            None
+        };
+        match refused {
+            Some((status, rule, reason)) => {
+                self.audit_rejection("http", None, None, Some(status), rule, reason, started);
+            }
+            None if e.is_timeout() => self.refusals.count("request headers not received in time"),
+            None if e.is_incomplete_message() => {
+                self.refusals
+                    .count("client closed the connection mid-request");
+            }
+            None => self.refusals.count("connection error"),
+        }
+    }
+}
+
+/// Open connections, in total and per client address.
+struct ConnectionLimits {
+    max_total: usize,
+    max_per_address: usize,
+    open: Mutex<Open>,
+}
+
+#[derive(Default)]
+struct Open {
+    total: usize,
+    per_address: HashMap<IpAddr, usize>,
+}
+
+/// One admitted connection; dropping it frees the slot.
+struct Permit {
+    limits: Arc<ConnectionLimits>,
+    address: IpAddr,
+}
+
+impl ConnectionLimits {
+    fn new(max_total: usize, max_per_address: usize) -> Self {
+        Self {
+            max_total,
+            max_per_address,
+            open: Mutex::new(Open::default()),
+        }
+    }
+
+    fn admit(self: &Arc<Self>, peer: IpAddr) -> Result<Permit, &'static str> {
+        let address = address_key(peer);
+        let mut open = lock(&self.open);
+        if open.total >= self.max_total {
+            return Err("connection limit (listen.max_connections) reached");
+        }
+        let count = open.per_address.entry(address).or_insert(0);
+        if *count >= self.max_per_address {
+            return Err(
+                "per-address connection limit (listen.max_connections_per_address) reached",
+            );
+        }
+        *count += 1;
+        open.total += 1;
+        Ok(Permit {
+            limits: self.clone(),
+            address,
+        })
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let mut open = lock(&self.limits.open);
+        open.total -= 1;
+        if let Some(count) = open.per_address.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                open.per_address.remove(&self.address);
+            }
+        }
+    }
+}
+
+/// The address a connection counts against: IPv4 as is (also when it arrives IPv4-mapped on a
+/// dual-stack socket), IPv6 by its /64.
+fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(Ipv6Addr::from(prefix))
+            }
+        },
+        v4 @ IpAddr::V4(_) => v4,
+    }
+}
+
+/// Counts refusals that have no request to audit, and logs them at most once per interval.
+#[derive(Default)]
+pub struct RefusalLog {
+    state: Mutex<RefusalState>,
+}
+
+#[derive(Default)]
+struct RefusalState {
+    counts: HashMap<String, u64>,
+    last_logged: Option<Instant>,
+}
+
+impl RefusalLog {
+    pub fn count(&self, what: &str) {
+        let mut state = lock(&self.state);
+        if let Some(n) = state.counts.get_mut(what) {
+            *n += 1;
+        } else {
+            state.counts.insert(what.to_owned(), 1);
+        }
+        if state
+            .last_logged
+            .is_some_and(|t| t.elapsed() < REFUSAL_LOG_INTERVAL)
+        {
+            return;
+        }
+        state.last_logged = Some(Instant::now());
+        let mut counts: Vec<(String, u64)> = state.counts.drain().collect();
+        counts.sort();
+        let summary = counts
+            .iter()
+            .map(|(what, n)| format!("{n} × {what}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        tracing::warn!(target: "micromcp::listener", "connections refused before any request (logged at most every {}s): {summary}", REFUSAL_LOG_INTERVAL.as_secs());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_hold_per_address_and_in_total_and_free_on_drop() {
+        let limits = Arc::new(ConnectionLimits::new(3, 2));
+        let a: IpAddr = "10.0.0.1".parse().expect("ip");
+        let b: IpAddr = "10.0.0.2".parse().expect("ip");
+        let a1 = limits.admit(a).expect("first from a");
+        let _a2 = limits.admit(a).expect("second from a");
+        assert!(
+            limits.admit(a).is_err(),
+            "third from a is over the per-address limit"
+        );
+        let _b1 = limits.admit(b).expect("b has its own budget");
+        assert!(limits.admit(b).is_err(), "over the total limit");
+        drop(a1);
+        let _a3 = limits.admit(a).expect("a slot was freed");
+        assert_eq!(lock(&limits.open).total, 3);
+    }
+
+    #[test]
+    fn ipv6_counts_per_64_and_mapped_ipv4_as_ipv4() {
+        let one: IpAddr = "2001:db8:1:2::1".parse().expect("ip");
+        let other: IpAddr = "2001:db8:1:2:ffff::9".parse().expect("ip");
+        assert_eq!(address_key(one), address_key(other));
+        let next_net: IpAddr = "2001:db8:1:3::1".parse().expect("ip");
+        assert_ne!(address_key(one), address_key(next_net));
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().expect("ip");
+        assert_eq!(
+            address_key(mapped),
+            "127.0.0.1".parse::<IpAddr>().expect("ip")
+        );
+    }
+}

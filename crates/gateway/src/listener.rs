@@ -1,13 +1,18 @@
 //! The client-facing TCP listener: limits that hold before a single byte is parsed.
 //!
 //! Nobody without a token may exhaust file descriptors, memory or tasks:
-//! - at most `listen.max_connections` open connections, and at most
-//!   `listen.max_connections_per_address` from one IPv4 address or one IPv6 /64 (one host
-//!   usually owns a whole /64); a connection beyond either is closed as soon as it is accepted;
+//! - at most `listen.max_connections_per_address` open connections from one IPv4 address or
+//!   one IPv6 /64 (one host usually owns a whole /64); one beyond is closed as soon as it is
+//!   accepted;
+//! - at most `listen.max_connections` in total. At that cap a new connection does not lock
+//!   everyone out: the connection that has waited longest for a request (idle, or still
+//!   sending a slow head) is closed to make room. Connections with a request in progress —
+//!   including open SSE streams — are never closed for room, so many addresses holding idle
+//!   sockets cannot deny service, and only when every connection is busy is the new one refused;
 //! - request headers must arrive within `listen.header_timeout`, counted from the moment the
 //!   connection is ready for a request (hyper's header read timer): slow headers (slowloris)
 //!   and idle keep-alive connections are both closed when it runs out;
-//! - request headers are at most [`MAX_HEADER_BYTES`] (431 beyond);
+//! - request heads are at most [`MAX_HEADER_BYTES`] (431 beyond);
 //! - HTTP/1.1 only (docs/adr/0006): there is no second authority (`:authority`) that could
 //!   disagree with the `Host` header that [`crate::http`] checks.
 //!
@@ -21,13 +26,21 @@
 //! request.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::net::{IpAddr, Ipv6Addr};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use axum::body::Body;
+use futures::future::BoxFuture;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 
 use crate::Gateway;
 use crate::session::lock;
@@ -56,7 +69,7 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(listen.header_timeout)
         .max_header_size(MAX_HEADER_BYTES);
-    let service = TowerToHyperService::new(crate::http::router(gateway.clone()));
+    let router = crate::http::router(gateway.clone());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -81,13 +94,23 @@ pub async fn serve(
         // No Nagle delay: SSE events and small JSON answers must leave at once (with Nagle and
         // the peer's delayed ACK, a response written in pieces stalls for ~40 ms).
         let _ = tcp.set_nodelay(true);
-        let connection = graceful.watch(http1.serve_connection(TokioIo::new(tcp), service.clone()));
+        let activity = permit.activity.clone();
+        let service = TowerToHyperService::new(Tracked {
+            router: router.clone(),
+            activity: activity.clone(),
+        });
+        let connection = graceful.watch(http1.serve_connection(TokioIo::new(tcp), service));
         let gateway = gateway.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let started = Instant::now();
-            if let Err(e) = connection.await {
-                gateway.connection_failed(&e, started);
+            tokio::select! {
+                outcome = connection => if let Err(e) = outcome {
+                    gateway.connection_failed(&e, started);
+                },
+                () = activity.evicted.notified() => gateway.refusals.count(
+                    "longest-idle connection closed to make room (listen.max_connections reached)",
+                ),
             }
         });
     }
@@ -121,6 +144,65 @@ impl Gateway {
     }
 }
 
+/// What the listener knows about one open connection: whether a request is in progress, and
+/// since when it has been waiting for one.
+struct Activity {
+    requests: AtomicUsize,
+    idle_since: Mutex<Instant>,
+    /// Chosen to make room; its task closes it.
+    evicted: Notify,
+    evicting: AtomicBool,
+}
+
+/// The router, counting requests in progress on one connection (until the response body —
+/// an SSE stream, say — has been sent or dropped).
+#[derive(Clone)]
+struct Tracked {
+    router: axum::Router,
+    activity: Arc<Activity>,
+}
+
+/// One request in progress; dropped with the response body.
+struct Busy(Arc<Activity>);
+
+impl Busy {
+    fn new(activity: Arc<Activity>) -> Self {
+        activity.requests.fetch_add(1, Ordering::AcqRel);
+        Busy(activity)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        *lock(&self.0.idle_since) = Instant::now();
+        self.0.requests.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl tower_service::Service<hyper::Request<Incoming>> for Tracked {
+    type Response = axum::response::Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: hyper::Request<Incoming>) -> Self::Future {
+        let busy = Busy::new(self.activity.clone());
+        let response = tower_service::Service::call(&mut self.router, request);
+        Box::pin(async move {
+            let response = response.await?;
+            Ok(response.map(|body| {
+                Body::new(body.map_frame(move |frame| {
+                    let _in_progress = &busy;
+                    frame
+                }))
+            }))
+        })
+    }
+}
+
 /// Open connections, in total and per client address.
 struct ConnectionLimits {
     max_total: usize,
@@ -130,14 +212,17 @@ struct ConnectionLimits {
 
 #[derive(Default)]
 struct Open {
-    total: usize,
     per_address: HashMap<IpAddr, usize>,
+    connections: HashMap<u64, Arc<Activity>>,
+    next_id: u64,
 }
 
 /// One admitted connection; dropping it frees the slot.
 struct Permit {
     limits: Arc<ConnectionLimits>,
     address: IpAddr,
+    id: u64,
+    activity: Arc<Activity>,
 }
 
 impl ConnectionLimits {
@@ -152,20 +237,44 @@ impl ConnectionLimits {
     fn admit(self: &Arc<Self>, peer: IpAddr) -> Result<Permit, &'static str> {
         let address = address_key(peer);
         let mut open = lock(&self.open);
-        if open.total >= self.max_total {
-            return Err("connection limit (listen.max_connections) reached");
-        }
-        let count = open.per_address.entry(address).or_insert(0);
-        if *count >= self.max_per_address {
+        if open.per_address.get(&address).copied().unwrap_or(0) >= self.max_per_address {
             return Err(
                 "per-address connection limit (listen.max_connections_per_address) reached",
             );
         }
-        *count += 1;
-        open.total += 1;
+        if open.connections.len() >= self.max_total {
+            // Room is made by closing the longest-idle connection (its slot is freed when its
+            // task ends, a moment later); with every connection busy, the new one is refused.
+            let longest_idle = open
+                .connections
+                .values()
+                .filter(|a| {
+                    a.requests.load(Ordering::Acquire) == 0 && !a.evicting.load(Ordering::Acquire)
+                })
+                .min_by_key(|a| *lock(&a.idle_since));
+            let Some(victim) = longest_idle else {
+                return Err(
+                    "connection limit (listen.max_connections) reached, every connection busy",
+                );
+            };
+            victim.evicting.store(true, Ordering::Release);
+            victim.evicted.notify_one();
+        }
+        *open.per_address.entry(address).or_insert(0) += 1;
+        open.next_id += 1;
+        let id = open.next_id;
+        let activity = Arc::new(Activity {
+            requests: AtomicUsize::new(0),
+            idle_since: Mutex::new(Instant::now()),
+            evicted: Notify::new(),
+            evicting: AtomicBool::new(false),
+        });
+        open.connections.insert(id, activity.clone());
         Ok(Permit {
             limits: self.clone(),
             address,
+            id,
+            activity,
         })
     }
 }
@@ -173,7 +282,7 @@ impl ConnectionLimits {
 impl Drop for Permit {
     fn drop(&mut self) {
         let mut open = lock(&self.limits.open);
-        open.total -= 1;
+        open.connections.remove(&self.id);
         if let Some(count) = open.per_address.get_mut(&self.address) {
             *count -= 1;
             if *count == 0 {
@@ -245,17 +354,54 @@ mod tests {
         let limits = Arc::new(ConnectionLimits::new(3, 2));
         let a: IpAddr = "10.0.0.1".parse().expect("ip");
         let b: IpAddr = "10.0.0.2".parse().expect("ip");
+        let c: IpAddr = "10.0.0.3".parse().expect("ip");
         let a1 = limits.admit(a).expect("first from a");
-        let _a2 = limits.admit(a).expect("second from a");
+        let a2 = limits.admit(a).expect("second from a");
         assert!(
             limits.admit(a).is_err(),
             "third from a is over the per-address limit"
         );
-        let _b1 = limits.admit(b).expect("b has its own budget");
-        assert!(limits.admit(b).is_err(), "over the total limit");
+        let b1 = limits.admit(b).expect("b has its own budget");
+        // All three busy: at the total cap with nothing idle, a new connection is refused.
+        let busy: Vec<Busy> = [&a1, &a2, &b1]
+            .iter()
+            .map(|p| Busy::new(p.activity.clone()))
+            .collect();
+        assert!(limits.admit(c).is_err(), "every connection busy: refused");
+        drop(busy);
         drop(a1);
         let _a3 = limits.admit(a).expect("a slot was freed");
-        assert_eq!(lock(&limits.open).total, 3);
+        assert_eq!(lock(&limits.open).connections.len(), 3);
+        drop(a2);
+        drop(b1);
+    }
+
+    #[test]
+    fn at_the_total_cap_the_longest_idle_connection_makes_room() {
+        let limits = Arc::new(ConnectionLimits::new(3, 3));
+        let attacker: IpAddr = "10.0.0.1".parse().expect("ip");
+        let oldest = limits.admit(attacker).expect("1");
+        std::thread::sleep(Duration::from_millis(5));
+        let newer = limits.admit(attacker).expect("2");
+        let working = limits.admit("10.0.0.9".parse().expect("ip")).expect("3");
+        let _request = Busy::new(working.activity.clone());
+        let _newcomer = limits
+            .admit("10.0.0.7".parse().expect("ip"))
+            .expect("room is made");
+        assert!(
+            oldest.activity.evicting.load(Ordering::Acquire),
+            "the longest-idle one goes"
+        );
+        assert!(!newer.activity.evicting.load(Ordering::Acquire));
+        assert!(
+            !working.activity.evicting.load(Ordering::Acquire),
+            "busy ones never go"
+        );
+        // The next newcomer takes the next idle one, never the same one twice.
+        let _another = limits
+            .admit("10.0.0.8".parse().expect("ip"))
+            .expect("room again");
+        assert!(newer.activity.evicting.load(Ordering::Acquire));
     }
 
     #[test]

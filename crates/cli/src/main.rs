@@ -178,13 +178,14 @@ fn init_logging(default: &str) {
 
 async fn gateway(config_path: &Path, stdio: bool) -> anyhow::Result<ExitCode> {
     init_logging("info");
-    let config = match Config::load(config_path) {
+    let mut config = match Config::load(config_path) {
         Ok(c) => c,
         Err(errors) => {
             eprintln!("{errors}");
             return Ok(ExitCode::from(2));
         }
     };
+    fit_connections_to_file_limit(&mut config);
     let generated = materialize_generated_tokens(&config)?;
     let authn = ApiTokens::new(&config.tokens, &generated);
     let (audit, audit_writer) = micromcp_audit::AuditLog::start(config.audit.file.as_deref())
@@ -239,6 +240,34 @@ async fn gateway(config_path: &Path, stdio: bool) -> anyhow::Result<ExitCode> {
     let _ =
         tokio::time::timeout(std::time::Duration::from_millis(200), audit_writer.finish()).await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Raises the soft open-file limit to the hard one (every client connection and every service
+/// pipe is a descriptor) and keeps `listen.max_connections` below it, so the connection cap —
+/// not `accept` failing for lack of descriptors — is what a flood runs into.
+fn fit_connections_to_file_limit(config: &mut Config) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((mut soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        soft = hard;
+    }
+    // Descriptors for everything else: audit file, logs, each service's pipes and sockets.
+    let services = u64::try_from(config.services.len()).unwrap_or(u64::MAX);
+    let reserve = 256u64.saturating_add(services.saturating_mul(8));
+    let room = usize::try_from(soft.saturating_sub(reserve))
+        .unwrap_or(usize::MAX)
+        .max(16);
+    let listen = &mut config.listen;
+    if listen.max_connections > room {
+        tracing::warn!(
+            "listen.max_connections lowered from {} to {room} to fit the open-file limit ({soft}); raise `ulimit -n` for more",
+            listen.max_connections
+        );
+        listen.max_connections = room;
+        listen.max_connections_per_address = listen.max_connections_per_address.min(room);
+    }
 }
 
 /// Creates the tokens of `hash = "generate:<file>"` entries on first start and shows each once.

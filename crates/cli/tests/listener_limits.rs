@@ -238,6 +238,35 @@ async fn at_the_total_cap_idle_connections_make_room_and_busy_ones_stay() {
     }
 }
 
+/// With a low open-file limit, the gateway lowers its connection cap to fit: a flood then meets
+/// the cap (and eviction of idle connections), not `accept` failing for lack of descriptors.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_connection_cap_fits_the_open_file_limit() {
+    let gw = Gateway::start_with_file_limit(ECHO, 400);
+    gw.wait_ready(&["echo"]).await;
+    assert!(
+        gw.stderr_text()
+            .contains("listen.max_connections lowered from 4096 to"),
+        "{}",
+        gw.stderr_text()
+    );
+    let to = addr(&gw);
+    let mut held = Vec::new();
+    for i in 0..4 {
+        for _ in 0..100 {
+            if let Ok(s) = connect_from(&format!("127.0.0.{}", i + 2), to).await {
+                held.push(s);
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..3 {
+        let answer = raw_exchange(to, &init_request("localhost", &gw.alice)).await;
+        assert_eq!(status_of(&answer), 200, "{answer}");
+    }
+    drop(held);
+}
+
 /// The authorities the adversarial test found accepted, duplicates, and an absolute-form
 /// target naming another host.
 #[tokio::test(flavor = "multi_thread")]

@@ -41,6 +41,15 @@ pub fn token() -> Token {
     Token { token, hash }
 }
 
+/// How [`Gateway::spawn`] starts the binary.
+#[derive(Default)]
+struct Launch {
+    /// Run from the config's folder as `--config gateway.toml`.
+    bare_config_name: bool,
+    /// Open-file limit (soft and hard) for the gateway process.
+    file_limit: Option<u32>,
+}
+
 /// A running gateway. Stopped with SIGTERM (then killed) when dropped.
 pub struct Gateway {
     pub child: Option<Child>,
@@ -98,7 +107,18 @@ impl Gateway {
         bob: String,
         env: &[(&str, &str)],
     ) -> Gateway {
-        Self::spawn(config, alice, bob, env, false)
+        Self::spawn(config, alice, bob, env, Launch::default())
+    }
+
+    /// Like [`Gateway::start`], with the open-file limit (soft and hard) set to `limit`.
+    pub fn start_with_file_limit(rest: &str, limit: u32) -> Gateway {
+        let (alice, bob) = (token(), token());
+        let config = format!("{}\n{rest}", preamble(&alice, &bob));
+        let launch = Launch {
+            file_limit: Some(limit),
+            ..Launch::default()
+        };
+        Self::spawn(&config, alice.token, bob.token, &[], launch)
     }
 
     /// Like [`Gateway::start`], but run from the config's folder as `--config gateway.toml`
@@ -106,7 +126,11 @@ impl Gateway {
     pub fn start_from_config_dir(rest: &str) -> Gateway {
         let (alice, bob) = (token(), token());
         let config = format!("{}\n{rest}", preamble(&alice, &bob));
-        Self::spawn(&config, alice.token, bob.token, &[], true)
+        let launch = Launch {
+            bare_config_name: true,
+            ..Launch::default()
+        };
+        Self::spawn(&config, alice.token, bob.token, &[], launch)
     }
 
     fn spawn(
@@ -114,14 +138,25 @@ impl Gateway {
         alice: String,
         bob: String,
         env: &[(&str, &str)],
-        bare_config_name: bool,
+        launch: Launch,
     ) -> Gateway {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("gateway.toml"), config).expect("write config");
-        let mut command = Command::new(BIN);
+        let mut command = match launch.file_limit {
+            None => Command::new(BIN),
+            Some(limit) => {
+                let mut sh = Command::new("sh");
+                sh.args([
+                    "-c",
+                    &format!("ulimit -n {limit} && exec \"$0\" \"$@\""),
+                    BIN,
+                ]);
+                sh
+            }
+        };
         command.args(["gateway", "--config"]);
-        if bare_config_name {
+        if launch.bare_config_name {
             command.arg("gateway.toml").current_dir(dir.path());
         } else {
             command.arg(dir.path().join("gateway.toml"));

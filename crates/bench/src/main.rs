@@ -5,13 +5,17 @@
 //! - **gw-http**: through the gateway, whose upstream is that same HTTP echo server;
 //! - **gw-stdio**: through the gateway, whose upstream is the built-in echo over stdio.
 //!
-//! It also reports the gateway's resident memory (idle, peak under load, and idle with 1 vs
+//! It also measures one legitimate client's latency through the gateway while 10,000 idle and
+//! 1,000 slow-header connections are held against it from many loopback addresses
+//! ([`attack`]), and reports the gateway's resident memory (idle, peak under load, and idle with 1 vs
 //! many services). It builds nothing: it runs an existing `micromcp` binary (`--micromcp`,
 //! `MICROMCP_BIN`, or the `micromcp` next to this executable).
 //!
 //! Every virtual client is closed-loop: it sends one request, waits for the answer, sends the
 //! next. Latency is measured per request from send to the complete body; only requests that
 //! start after the warm-up and finish before the end count.
+
+mod attack;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -30,7 +34,7 @@ const V2026: &str = "2026-07-28";
 const V2025: &str = "2025-11-25";
 const TEXT: &str = "hello micromcp";
 
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Clone)]
 #[command(about = "Benchmark the micromcp gateway against a direct upstream")]
 struct Args {
     /// Concurrent closed-loop clients per mode.
@@ -60,6 +64,13 @@ struct Args {
     /// Stdio services for the idle-memory scaling check (1 vs this many); 0 skips it.
     #[arg(long, default_value_t = 50)]
     services: usize,
+    /// Idle connections held against the gateway during the flood measurement (0 with
+    /// --attack-slowloris 0 skips it).
+    #[arg(long, default_value_t = 10_000)]
+    attack_idle: usize,
+    /// Slow-header (slowloris) connections held against the gateway during the flood.
+    #[arg(long, default_value_t = 1_000)]
+    attack_slowloris: usize,
     /// Also write the results as a markdown table to this file.
     #[arg(long)]
     markdown: Option<PathBuf>,
@@ -144,7 +155,10 @@ fn main() -> Result<()> {
         args.duration = 1.0;
         args.warmup = 0.5;
         args.services = args.services.min(10);
+        args.attack_idle = args.attack_idle.min(1_000);
+        args.attack_slowloris = args.attack_slowloris.min(100);
     }
+    raise_open_file_limit();
     anyhow::ensure!(args.clients > 0, "--clients must be at least 1");
     let mut eras = args
         .eras
@@ -254,6 +268,15 @@ async fn run(args: Args, eras: Vec<Era>, modes: Vec<Mode>, bin: PathBuf) -> Resu
             results.insert((era, mode), stats);
         }
     }
+    let flood = if args.attack_idle + args.attack_slowloris > 0 {
+        Some(
+            under_flood(&args, &gw_stdio)
+                .await
+                .context("flood measurement")?,
+        )
+    } else {
+        None
+    };
     drop(gw_http);
     drop(gw_stdio);
     drop(upstream);
@@ -264,16 +287,162 @@ async fn run(args: Args, eras: Vec<Era>, modes: Vec<Mode>, bin: PathBuf) -> Resu
         None
     };
 
-    let report = render(&args, &eras, &results, idle_http, idle_stdio, scaling);
+    let mut report = render(&args, &eras, &results, idle_http, idle_stdio, scaling);
+    if let Some(flood) = &flood {
+        report += &flood.render();
+    }
     println!("{report}");
     if let Some(path) = &args.markdown {
         std::fs::write(path, &report).with_context(|| format!("write {}", path.display()))?;
     }
-    let errors: u64 = results.values().map(|s| s.errors).sum();
+    let errors: u64 = results.values().map(|s| s.errors).sum::<u64>()
+        + flood
+            .as_ref()
+            .map_or(0, |f| f.baseline.errors + f.attacked.errors);
     if errors > 0 {
         bail!("{errors} requests failed");
     }
     Ok(())
+}
+
+/// Raises this process's soft open-file limit to the hard one (the flood holds 11,000 sockets).
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+    {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Flood
+
+/// One client's latency through the gateway (stdio echo, 2026 era), alone and under the flood.
+struct Flood {
+    idle: usize,
+    slow: usize,
+    baseline: Stats,
+    attacked: Stats,
+    open_idle: u64,
+    open_slow: u64,
+    reopened: u64,
+}
+
+async fn under_flood(args: &Args, gw: &Gateway) -> Result<Flood> {
+    let one = Args {
+        clients: 1,
+        ..args.clone()
+    };
+    let target = Target {
+        url: gw.url.clone(),
+        token: Some(gw.token.clone()),
+        tool: "echo.echo".into(),
+        era: Era::Stateless2026,
+    };
+    let pids = Pids {
+        gateway: Some(gw.pid()),
+        upstream: child_pids(gw.pid())
+            .first()
+            .copied()
+            .context("the stdio echo service is not running")?,
+    };
+    let baseline = load(&target, &one, pids).await?;
+    let address: std::net::SocketAddr = gw
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches("/mcp")
+        .parse()?;
+    let pressure = Arc::new(attack::Pressure::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood = tokio::spawn(attack::flood(
+        address,
+        args.attack_idle,
+        args.attack_slowloris,
+        pressure.clone(),
+        stop.clone(),
+    ));
+    // Let the first wave connect (the attacker opens everything once, then keeps reopening).
+    let wanted = (args.attack_idle + args.attack_slowloris) as u64;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pressure.open_idle.load(Ordering::Relaxed)
+        + pressure.open_slow.load(Ordering::Relaxed)
+        + pressure.reopened.load(Ordering::Relaxed)
+        < wanted
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let attacked = load(&target, &one, pids).await;
+    let (open_idle, open_slow, reopened) = (
+        pressure.open_idle.load(Ordering::Relaxed),
+        pressure.open_slow.load(Ordering::Relaxed),
+        pressure.reopened.load(Ordering::Relaxed),
+    );
+    stop.store(true, Ordering::Relaxed);
+    let _ = flood.await;
+    let attacked = attacked?;
+    eprintln!(
+        "  flood ({} idle + {} slowloris)   1 client  p50 {:>7.1} µs (alone {:.1})  p99 {:>8.1} µs (alone {:.1})  errors {}",
+        args.attack_idle,
+        args.attack_slowloris,
+        attacked.p50,
+        baseline.p50,
+        attacked.p99,
+        baseline.p99,
+        attacked.errors
+    );
+    Ok(Flood {
+        idle: args.attack_idle,
+        slow: args.attack_slowloris,
+        baseline,
+        attacked,
+        open_idle,
+        open_slow,
+        reopened,
+    })
+}
+
+impl Flood {
+    fn render(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "\n## One legitimate client under a connection flood (gw→stdio, 2026-07-28)\n\n\
+             {} idle and {} slow-header connections from {} loopback addresses, reopened every \
+             0.5 s when the gateway closes them (default limits: 4096 connections, 256 per \
+             address, 10 s header timeout). At the end of the measurement the attacker held {} \
+             idle and {} slow connections open and had reopened {} closed ones.\n",
+            self.idle,
+            self.slow,
+            self.idle.div_ceil(250) + self.slow.div_ceil(250),
+            self.open_idle,
+            self.open_slow,
+            self.reopened
+        );
+        let _ = writeln!(
+            s,
+            "| client | req/s | p50 µs | p90 µs | p99 µs | max µs | errors | gateway peak RSS |"
+        );
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|");
+        for (label, st) in [
+            ("alone", &self.baseline),
+            ("under the flood", &self.attacked),
+        ] {
+            let _ = writeln!(
+                s,
+                "| {label} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} |",
+                st.rps(),
+                st.p50,
+                st.p90,
+                st.p99,
+                st.max,
+                st.errors,
+                st.peak_rss_kb.map_or_else(|| "—".into(), mib)
+            );
+        }
+        s
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

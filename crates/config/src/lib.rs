@@ -83,7 +83,16 @@ pub struct GatewaySettings {
     pub separator: String,
     pub call_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// Session-era sessions at once, all principals together (503 beyond).
     pub max_sessions: usize,
+    /// Sessions per principal; a new one beyond it evicts that principal's least recently used.
+    pub max_sessions_per_principal: usize,
+    /// A session without requests or an open notification stream for this long is dropped.
+    pub session_idle_timeout: Duration,
+    /// Open SSE streams per principal: GET streams, `subscriptions/listen`, SSE answers (429 beyond).
+    pub max_streams_per_principal: usize,
+    /// Requests in progress per principal (429 beyond; never queued).
+    pub max_requests_per_principal: usize,
 }
 
 /// Who a credential stands for.

@@ -29,6 +29,10 @@ pub struct RawGateway {
     pub call_timeout: Option<String>,
     pub shutdown_grace: Option<String>,
     pub max_sessions: Option<u64>,
+    pub max_sessions_per_principal: Option<u64>,
+    pub session_idle_timeout: Option<String>,
+    pub max_streams_per_principal: Option<u64>,
+    pub max_requests_per_principal: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

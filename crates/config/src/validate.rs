@@ -222,10 +222,29 @@ fn gateway(raw: &RawConfig, e: &mut Errors) -> GatewaySettings {
             "must be 1 to 4 ASCII punctuation characters other than '-', '*' and '+' (e.g. \".\" or \"__\")",
         );
     }
-    let max_sessions = g.max_sessions.unwrap_or(10_000);
-    if max_sessions == 0 {
-        e.push("gateway.max_sessions", "must be at least 1");
-    }
+    let mut count = |value: Option<u64>, key: &str, default: u64| {
+        let value = value.unwrap_or(default);
+        if !(1..=MAX_COUNT).contains(&value) {
+            e.push(
+                format!("gateway.{key}"),
+                format!("must be between 1 and {MAX_COUNT}"),
+            );
+        }
+        usize::try_from(value).unwrap_or(usize::MAX)
+    };
+    let max_sessions = count(g.max_sessions, "max_sessions", 10_000);
+    let max_sessions_per_principal = count(
+        g.max_sessions_per_principal,
+        "max_sessions_per_principal",
+        64,
+    );
+    let max_streams_per_principal =
+        count(g.max_streams_per_principal, "max_streams_per_principal", 16);
+    let max_requests_per_principal = count(
+        g.max_requests_per_principal,
+        "max_requests_per_principal",
+        64,
+    );
     GatewaySettings {
         separator,
         call_timeout: duration(
@@ -240,9 +259,22 @@ fn gateway(raw: &RawConfig, e: &mut Errors) -> GatewaySettings {
             Duration::from_secs(10),
             e,
         ),
-        max_sessions: usize::try_from(max_sessions).unwrap_or(usize::MAX),
+        max_sessions,
+        max_sessions_per_principal,
+        session_idle_timeout: duration(
+            g.session_idle_timeout.as_deref(),
+            "gateway.session_idle_timeout",
+            Duration::from_secs(600),
+            e,
+        ),
+        max_streams_per_principal,
+        max_requests_per_principal,
     }
 }
+
+/// Upper bound of the `[gateway]` counts: far beyond any real need, and small enough that
+/// nothing sized from them can overflow.
+const MAX_COUNT: u64 = 1_000_000;
 
 fn duration(text: Option<&str>, path: &str, default: Duration, e: &mut Errors) -> Duration {
     let Some(text) = text else { return default };

@@ -6,10 +6,14 @@
 //! - `notifications/*/list_changed`: carry no data; to every session's notification stream.
 //! - Everything else (logging, upstream-initiated cancellation…) cannot be attributed to one
 //!   client over a shared connection, and is dropped (logged at debug level).
+//!
+//! A 2026-07-28 `subscriptions/listen` stream is registered with a [`ListenerGuard`] that the
+//! stream owns: when the client goes away, the listener is removed at once (not on the next
+//! list change).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
 use micromcp_protocol::names::Namer;
 use micromcp_upstream::UpstreamEvent;
@@ -20,8 +24,31 @@ use crate::Gateway;
 use crate::session::lock;
 
 type Sink = mpsc::UnboundedSender<Value>;
-/// A `subscriptions/listen` stream: where to send, which notifications it accepted, its id.
-type Listener = (Sink, serde_json::Map<String, Value>, Value);
+
+/// A `subscriptions/listen` stream.
+struct Listener {
+    /// Numbers the listeners, so a guard removes exactly its own.
+    key: u64,
+    sink: Sink,
+    /// The list-change notifications it accepted.
+    accepted: serde_json::Map<String, Value>,
+    /// The client's subscription id (its request id), echoed in every notification.
+    subscription_id: Value,
+}
+
+/// Removes its listener when dropped (the stream ended or the client went away).
+pub struct ListenerGuard {
+    routes: Weak<Routes>,
+    key: u64,
+}
+
+impl Drop for ListenerGuard {
+    fn drop(&mut self) {
+        if let Some(routes) = self.routes.upgrade() {
+            lock(&routes.listeners).retain(|l| l.key != self.key);
+        }
+    }
+}
 
 #[derive(Default)]
 pub struct Routes {
@@ -66,13 +93,29 @@ impl Routes {
         )
     }
 
+    /// Registers a listen stream until the returned guard is dropped.
     pub fn add_listener(
-        &self,
+        self: &Arc<Self>,
         sink: Sink,
         accepted: serde_json::Map<String, Value>,
         subscription_id: Value,
-    ) {
-        lock(&self.listeners).push((sink, accepted, subscription_id));
+    ) -> ListenerGuard {
+        let key = self.next_token.fetch_add(1, Ordering::Relaxed) + 1;
+        lock(&self.listeners).push(Listener {
+            key,
+            sink,
+            accepted,
+            subscription_id,
+        });
+        ListenerGuard {
+            routes: Arc::downgrade(self),
+            key,
+        }
+    }
+
+    /// How many listen streams are registered.
+    pub fn listener_count(&self) -> usize {
+        lock(&self.listeners).len()
     }
 
     /// Sends a list change to the listen streams that asked for it; forgets closed streams.
@@ -82,12 +125,12 @@ impl Routes {
             "notifications/prompts/list_changed" => "promptsListChanged",
             _ => "resourcesListChanged",
         };
-        lock(&self.listeners).retain(|(sink, accepted, id)| {
-            if accepted.get(key) != Some(&Value::Bool(true)) {
-                return !sink.is_closed();
+        lock(&self.listeners).retain(|l| {
+            if l.accepted.get(key) != Some(&Value::Bool(true)) {
+                return !l.sink.is_closed();
             }
-            let n = json!({ "jsonrpc": "2.0", "method": method, "params": { "_meta": { "io.modelcontextprotocol/subscriptionId": id } } });
-            sink.send(n).is_ok()
+            let n = json!({ "jsonrpc": "2.0", "method": method, "params": { "_meta": { "io.modelcontextprotocol/subscriptionId": l.subscription_id } } });
+            l.sink.send(n).is_ok()
         });
     }
 
@@ -168,5 +211,23 @@ impl Gateway {
             Some(s) if !s.prefix => uri.to_owned(),
             _ => Namer::public_uri(service, uri),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listener_is_removed_as_soon_as_its_stream_is_dropped() {
+        let routes = Arc::new(Routes::default());
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let first = routes.add_listener(tx.clone(), serde_json::Map::new(), json!(1));
+        let second = routes.add_listener(tx, serde_json::Map::new(), json!(2));
+        assert_eq!(routes.listener_count(), 2);
+        drop(first);
+        assert_eq!(routes.listener_count(), 1, "removed without a list change");
+        drop(second);
+        assert_eq!(routes.listener_count(), 0);
     }
 }

@@ -6,7 +6,9 @@
 //!    or one listed in `listen.allowed_hosts`; `Origin`, when present, must be listed in
 //!    `listen.allowed_origins` — else 403 (DNS rebinding, CSRF).
 //! 2. No query string: credentials are accepted only in the `Authorization` header — else 400.
-//! 3. Authenticate the bearer token — else 401 with `WWW-Authenticate`.
+//! 3. Authenticate the bearer token — else 401 with `WWW-Authenticate`. Then the principal's
+//!    requests in progress are counted ([`crate::limits`]): beyond
+//!    `gateway.max_requests_per_principal`, 429 at once.
 //! 4. Body: `Content-Type: application/json` (at most `; charset=utf-8`; else 415), within
 //!    `listen.body_timeout` (408), at most `listen.max_body_bytes` (413), strict JSON
 //!    with bounded nesting and no duplicate keys (400, -32700), one message, no batches (400).
@@ -16,6 +18,9 @@
 //!    needs an `Mcp-Session-Id` owned by the caller (400 missing, 404 unknown or not theirs).
 //! 6. Hand the request to [`Gateway::handle`]; the answer is JSON, or an SSE stream when the
 //!    client asked for progress and accepts `text/event-stream`.
+//!
+//! Every SSE stream (GET notification stream, `subscriptions/listen`, SSE answer) holds one of
+//! the principal's `gateway.max_streams_per_principal` stream slots until it ends (429 beyond).
 
 // Refusals are the cold path; boxing them would add noise to every check for no gain.
 #![allow(clippy::result_large_err)]
@@ -46,8 +51,9 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::Gateway;
 use crate::authority::Host;
+use crate::limits::Slot;
 use crate::pipeline::Caller;
-use crate::session::Session;
+use crate::session::{NotCreated, Session, StreamRefused};
 
 const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
@@ -137,12 +143,17 @@ async fn mcp(State(gw): Gw, request: Request) -> Response {
     let method = request.method().clone();
     let mut principal = None;
     let mut rpc_method = None;
+    // The principal's request slot: given back when this handler returns, or for an SSE
+    // answer when its stream ends (the request runs on in a task).
+    let mut in_progress: Option<Slot> = None;
     let outcome =
         match check_transport(&gw, &request).and_then(|()| authenticate(&gw, request.headers())) {
             Err(refusal) => Err(refusal),
             Ok(p) => {
                 principal = Some(p.clone());
+                in_progress = gw.limits.requests.try_acquire(&p);
                 match method {
+                    _ if in_progress.is_none() => Err(request_limit(&gw)),
                     Method::POST => post(&gw, p, request, &mut rpc_method).await,
                     Method::GET => get_stream(&gw, &p, request.headers()),
                     Method::DELETE => delete(&gw, &p, request.headers()).await,
@@ -156,7 +167,12 @@ async fn mcp(State(gw): Gw, request: Request) -> Response {
             }
         };
     match outcome {
-        Ok(response) => response,
+        Ok(response) => match in_progress {
+            Some(slot) if response.extensions().get::<AnswerStreams>().is_some() => {
+                hold_until_sent(response, slot)
+            }
+            _ => response,
+        },
         Err(refusal) => {
             gw.audit_rejection(
                 "http",
@@ -169,6 +185,69 @@ async fn mcp(State(gw): Gw, request: Request) -> Response {
             );
             refusal_response(refusal)
         }
+    }
+}
+
+/// The principal has `gateway.max_requests_per_principal` requests in progress: 429 at once.
+fn request_limit(gw: &Gateway) -> Refusal {
+    Refusal::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        error_codes::SERVER_ERROR,
+        "request-limit",
+        format!(
+            "too many requests in progress for this principal (at most {}); retry when one has finished",
+            gw.limits.requests.max()
+        ),
+    )
+}
+
+/// One of the principal's stream slots, or 429.
+fn stream_slot(gw: &Gateway, principal: &Principal) -> Result<Slot, Refusal> {
+    gw.limits
+        .streams
+        .try_acquire(principal)
+        .ok_or_else(|| stream_limit(gw))
+}
+
+fn stream_limit(gw: &Gateway) -> Refusal {
+    Refusal::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        error_codes::SERVER_ERROR,
+        "stream-limit",
+        format!(
+            "too many open streams for this principal (at most {}); close one first",
+            gw.limits.streams.max()
+        ),
+    )
+}
+
+/// Marks an SSE answer: its request is in progress until the stream ends.
+#[derive(Clone, Copy)]
+struct AnswerStreams;
+
+/// Keeps `slot` until the response body has been sent or dropped.
+fn hold_until_sent(response: Response, slot: Slot) -> Response {
+    let (parts, body) = response.into_parts();
+    let body = Holding {
+        inner: body.into_data_stream(),
+        _held: slot,
+    };
+    Response::from_parts(parts, Body::from_stream(body))
+}
+
+/// A stream that holds something (slots, a listener registration) until it is dropped.
+struct Holding<S, H> {
+    inner: S,
+    _held: H,
+}
+
+impl<S: futures::Stream + Unpin, H: Unpin> futures::Stream for Holding<S, H> {
+    type Item = S::Item;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.inner.poll_next_unpin(cx)
     }
 }
 
@@ -361,8 +440,8 @@ async fn post(
             client_capabilities: Some(capabilities),
         };
         return Ok(match message {
-            Message::Request(r) if r.method == "subscriptions/listen" => listen(gw, caller, r),
-            Message::Request(r) => answer(gw, caller, r, accepts_sse).await,
+            Message::Request(r) if r.method == "subscriptions/listen" => listen(gw, caller, r)?,
+            Message::Request(r) => answer(gw, caller, r, accepts_sse).await?,
             Message::Notification(n) => {
                 gw.handle_notification(&caller, &n);
                 StatusCode::ACCEPTED.into_response()
@@ -399,7 +478,7 @@ async fn post(
         client_capabilities: None,
     };
     Ok(match message {
-        Message::Request(r) => answer(gw, caller, r, accepts_sse).await,
+        Message::Request(r) => answer(gw, caller, r, accepts_sse).await?,
         Message::Notification(n) => {
             gw.handle_notification(&caller, &n);
             StatusCode::ACCEPTED.into_response()
@@ -667,14 +746,27 @@ async fn initialize(
             });
         }
     };
-    let Some(session) = gw.sessions.create(principal.clone(), version) else {
-        return Err(Refusal::new(
+    let created = gw.sessions.create(principal.clone(), version).map_err(|e| {
+        let message = match e {
+            NotCreated::TableFull => "the gateway holds as many sessions as it may (gateway.max_sessions); try again later",
+            NotCreated::NoRandomness => "no session id could be drawn; try again later",
+        };
+        Refusal::new(
             StatusCode::SERVICE_UNAVAILABLE,
             error_codes::SERVER_ERROR,
             "sessions-full",
-            "too many sessions; try again later",
-        ));
-    };
+            message,
+        )
+    })?;
+    let session = created.session;
+    if let Some(evicted) = created.evicted {
+        tracing::info!(
+            principal = %principal.user,
+            "session evicted: the principal reached gateway.max_sessions_per_principal"
+        );
+        let gw = gw.clone();
+        tokio::spawn(async move { gw.release_subscriptions(&evicted).await });
+    }
     let caller = Caller {
         principal,
         transport: "http",
@@ -691,13 +783,14 @@ async fn initialize(
     Ok(http)
 }
 
-/// Runs a request and answers with JSON, or with SSE when progress was asked for.
+/// Runs a request and answers with JSON, or with SSE when progress was asked for (which takes
+/// a stream slot: 429 when the principal has none left).
 async fn answer(
     gw: &Arc<Gateway>,
     mut caller: Caller,
     request: RpcRequest,
     accepts_sse: bool,
-) -> Response {
+) -> Result<Response, Refusal> {
     let wants_progress = request
         .params
         .as_ref()
@@ -707,12 +800,16 @@ async fn answer(
     if !(wants_progress && accepts_sse) {
         let version = caller.version;
         let response = gw.handle(&caller, request).await;
-        return json_reply(
+        return Ok(json_reply(
             version,
             response.to_value(),
             response.outcome.as_ref().err().map(|e| e.code),
-        );
+        ));
     }
+    let slot = stream_slot(gw, &caller.principal).map_err(|mut refusal| {
+        refusal.id = Some(request.id.as_value().clone());
+        refusal
+    })?;
     let (tx, rx) = mpsc::unbounded_channel::<Value>();
     caller.notify = Some(tx.clone());
     let gw = gw.clone();
@@ -722,10 +819,15 @@ async fn answer(
     });
     let stream = UnboundedReceiverStream::new(rx)
         .map(|v| Ok::<_, Infallible>(Event::default().event("message").data(v.to_string())));
-    sse(AbortOnDrop {
-        inner: stream,
+    let mut response = sse(AbortOnDrop {
+        inner: Holding {
+            inner: stream,
+            _held: slot,
+        },
         task,
-    })
+    });
+    response.extensions_mut().insert(AnswerStreams);
+    Ok(response)
 }
 
 fn json_reply(version: ProtocolVersion, body: Value, error_code: Option<i64>) -> Response {
@@ -781,7 +883,11 @@ impl<S: futures::Stream + Unpin> futures::Stream for AbortOnDrop<S> {
 
 /// 2026-07-28 `subscriptions/listen`: acknowledge the list-change notifications we can deliver,
 /// then stream them, tagged with the subscription id, until the client closes the stream.
-fn listen(gw: &Arc<Gateway>, caller: Caller, request: RpcRequest) -> Response {
+fn listen(gw: &Arc<Gateway>, caller: Caller, request: RpcRequest) -> Result<Response, Refusal> {
+    let slot = stream_slot(gw, &caller.principal).map_err(|mut refusal| {
+        refusal.id = Some(request.id.as_value().clone());
+        refusal
+    })?;
     let requested = request
         .params
         .as_ref()
@@ -805,11 +911,14 @@ fn listen(gw: &Arc<Gateway>, caller: Caller, request: RpcRequest) -> Response {
         "method": "notifications/subscriptions/acknowledged",
         "params": { "notifications": accepted, "_meta": { "io.modelcontextprotocol/subscriptionId": id } },
     }));
-    gw.routes.add_listener(tx, accepted, id);
+    let registration = gw.routes.add_listener(tx, accepted, id);
     gw.audit_allowed(&caller, &request.method);
     let stream = UnboundedReceiverStream::new(rx)
         .map(|v| Ok::<_, Infallible>(Event::default().event("message").data(v.to_string())));
-    sse(stream)
+    Ok(sse(Holding {
+        inner: stream,
+        _held: (slot, registration),
+    }))
 }
 
 fn get_stream(
@@ -831,7 +940,17 @@ fn get_stream(
         ));
     }
     let session = session_for(gw, headers, principal)?;
-    let rx = session.open_stream();
+    let rx = session
+        .open_http_stream(|| gw.limits.streams.try_acquire(principal))
+        .map_err(|refused| match refused {
+            StreamRefused::Limit => stream_limit(gw),
+            StreamRefused::SessionGone => Refusal::new(
+                StatusCode::NOT_FOUND,
+                error_codes::INVALID_REQUEST,
+                "session",
+                "session not found; send initialize to start a new one",
+            ),
+        })?;
     let caller = Caller {
         principal: principal.clone(),
         transport: "http",
@@ -841,8 +960,8 @@ fn get_stream(
         client_capabilities: None,
     };
     gw.audit_allowed(&caller, "GET /mcp (notification stream)");
-    let stream = UnboundedReceiverStream::new(rx)
-        .map(|v| Ok::<_, Infallible>(Event::default().event("message").data(v.to_string())));
+    let stream =
+        rx.map(|v| Ok::<_, Infallible>(Event::default().event("message").data(v.to_string())));
     Ok(sse(stream))
 }
 

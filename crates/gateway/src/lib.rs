@@ -8,6 +8,7 @@
 //! - [`pipeline`]: the request path, stage by stage, and the one audit record per request.
 //! - [`federation`]: routing public names to services, merging lists, cursors.
 //! - [`session`]: session-era sessions, bound to the principal that created them.
+//! - [`limits`]: per-principal caps on requests in progress and open streams.
 //! - [`events`]: notifications from upstreams, delivered only to the client they belong to.
 //! - [`normalize`]: result shapes per protocol era.
 
@@ -15,6 +16,7 @@ mod authority;
 pub mod events;
 pub mod federation;
 pub mod http;
+pub mod limits;
 pub mod listener;
 pub mod normalize;
 pub mod pipeline;
@@ -56,6 +58,8 @@ pub struct Gateway {
     pub(crate) authz: Box<dyn Authorizer>,
     pub(crate) audit: AuditLog,
     pub(crate) sessions: session::Sessions,
+    pub(crate) limits: limits::Limits,
+    pub(crate) cursors: federation::CursorSeal,
     pub(crate) routes: Arc<events::Routes>,
     /// Refusals that have no request to audit (connection limits, timeouts).
     pub(crate) refusals: listener::RefusalLog,
@@ -111,7 +115,12 @@ impl Gateway {
                 config.grants.clone(),
                 config.gateway.separator.clone(),
             )),
-            sessions: session::Sessions::new(config.gateway.max_sessions),
+            sessions: session::Sessions::new(
+                config.gateway.max_sessions,
+                config.gateway.max_sessions_per_principal,
+            ),
+            limits: limits::Limits::new(&config.gateway),
+            cursors: federation::CursorSeal::new(),
             routes,
             refusals: listener::RefusalLog::default(),
             stdio: std::sync::OnceLock::new(),
@@ -123,7 +132,10 @@ impl Gateway {
             request_counter: AtomicU64::new(0),
         });
         tokio::spawn(events::route_events(Arc::downgrade(&gateway), events_rx));
-        tokio::spawn(session::expire_idle(Arc::downgrade(&gateway)));
+        tokio::spawn(session::expire_idle(
+            Arc::downgrade(&gateway),
+            gateway.config.gateway.session_idle_timeout,
+        ));
         gateway
     }
 

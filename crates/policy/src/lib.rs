@@ -44,6 +44,11 @@ pub struct Decision {
 /// The authorization stage.
 pub trait Authorizer: Send + Sync {
     fn authorize(&self, principal: &Principal, action: Action<'_>) -> Decision;
+
+    /// Could `principal` be allowed to use *anything* of `kind` on `service`? Lists skip the
+    /// services where the answer is no: they are not queried and never appear in a cursor. A
+    /// `true` may be generous (each item is still authorized); a `false` must be certain.
+    fn may_use_any(&self, principal: &Principal, kind: Kind, service: &str) -> bool;
 }
 
 /// `[[policy.grants]]` as an allowlist of globs.
@@ -62,21 +67,42 @@ impl Allowlist {
     }
 }
 
+impl Allowlist {
+    /// The patterns of `kind` in each grant that applies to `principal`, with the grant's index.
+    fn patterns<'s>(
+        &'s self,
+        principal: &'s Principal,
+        kind: Kind,
+    ) -> impl Iterator<Item = (usize, &'s [String])> {
+        self.grants
+            .iter()
+            .enumerate()
+            .filter(|(_, grant)| {
+                grant.principal == principal.user
+                    && (grant.agent.is_none() || grant.agent == principal.agent)
+            })
+            .map(move |(i, grant)| {
+                let patterns = match kind {
+                    Kind::Tool => &grant.tools,
+                    Kind::Prompt => &grant.prompts,
+                    Kind::Resource => &grant.resources,
+                };
+                (i, patterns.as_slice())
+            })
+    }
+}
+
 impl Authorizer for Allowlist {
+    fn may_use_any(&self, principal: &Principal, kind: Kind, service: &str) -> bool {
+        let prefix = format!("{service}{}", self.separator);
+        self.patterns(principal, kind)
+            .flat_map(|(_, patterns)| patterns)
+            .any(|p| may_match_with_prefix(p, &prefix))
+    }
+
     fn authorize(&self, principal: &Principal, action: Action<'_>) -> Decision {
         let target = format!("{}{}{}", action.service, self.separator, action.name);
-        for (i, grant) in self.grants.iter().enumerate() {
-            if grant.principal != principal.user {
-                continue;
-            }
-            if grant.agent.is_some() && grant.agent != principal.agent {
-                continue;
-            }
-            let patterns = match action.kind {
-                Kind::Tool => &grant.tools,
-                Kind::Prompt => &grant.prompts,
-                Kind::Resource => &grant.resources,
-            };
+        for (i, patterns) in self.patterns(principal, action.kind) {
             if patterns.iter().any(|p| glob_match(p, &target)) {
                 return Decision {
                     allowed: true,
@@ -88,6 +114,18 @@ impl Authorizer for Allowlist {
             allowed: false,
             rule: "default-deny".into(),
         }
+    }
+}
+
+/// Does `pattern` match at least one text that starts with `prefix`? Validated grant patterns
+/// name their service literally, but this holds for any pattern: the texts a glob matches all
+/// start with its literal part before the first `*`, and once past it the `*` absorbs the rest
+/// of `prefix`; so some match starts with `prefix` exactly when one of the two is a prefix of
+/// the other (without `*`, when the pattern itself starts with `prefix`).
+fn may_match_with_prefix(pattern: &str, prefix: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern.starts_with(prefix),
+        Some((literal, _)) => literal.starts_with(prefix) || prefix.starts_with(literal),
     }
 }
 
@@ -183,5 +221,72 @@ mod tests {
             },
         );
         assert!(!prompt.allowed, "a tool grant does not grant prompts");
+    }
+
+    #[test]
+    fn may_use_any_is_per_principal_agent_kind_and_service() {
+        let mut docs = grant("alice", None, &[]);
+        docs.resources = vec!["docs.file:///public/*".into()];
+        let a = Allowlist::new(
+            vec![
+                grant("alice", Some("bot"), &["echo.add"]),
+                grant("bob", None, &["time.*"]),
+                docs,
+            ],
+            ".",
+        );
+        let bot = principal("alice", Some("bot"));
+        assert!(a.may_use_any(&bot, Kind::Tool, "echo"));
+        assert!(!a.may_use_any(&bot, Kind::Tool, "time"), "bob's grant");
+        assert!(!a.may_use_any(&bot, Kind::Prompt, "echo"), "tools only");
+        assert!(
+            !a.may_use_any(&principal("alice", Some("other")), Kind::Tool, "echo"),
+            "another agent"
+        );
+        assert!(!a.may_use_any(&principal("carol", None), Kind::Tool, "echo"));
+        assert!(
+            a.may_use_any(&bot, Kind::Resource, "docs"),
+            "agent-less grant"
+        );
+        assert!(
+            !a.may_use_any(&bot, Kind::Resource, "doc"),
+            "service names are whole"
+        );
+        assert!(!a.may_use_any(&bot, Kind::Tool, "ech"));
+        assert!(!a.may_use_any(&bot, Kind::Tool, "echo.add"));
+    }
+
+    #[test]
+    fn may_use_any_never_says_no_when_authorize_could_say_yes() {
+        // Patterns outside what config validation allows still get a safe answer.
+        let cases = [
+            ("echo.*", "echo", true),
+            ("echo*", "echo", true),
+            ("echo*", "echoes", true),
+            ("ec*o.add", "echo", true),
+            ("*", "anything", true),
+            ("echo.add", "echo", true),
+            ("echo", "echo", false),
+            ("echoes.*", "echo", false),
+            ("time.*", "echo", false),
+        ];
+        for (pattern, service, expected) in cases {
+            assert_eq!(
+                may_match_with_prefix(pattern, &format!("{service}.")),
+                expected,
+                "{pattern:?} on {service:?}"
+            );
+        }
+        let a = Allowlist::new(vec![grant("bob", None, &["ec*o.add"])], ".");
+        let bob = principal("bob", None);
+        let allowed = a.authorize(
+            &bob,
+            Action {
+                kind: Kind::Tool,
+                service: "echo",
+                name: "add",
+            },
+        );
+        assert!(allowed.allowed && a.may_use_any(&bob, Kind::Tool, "echo"));
     }
 }

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, Weak};
 
 use micromcp_protocol::names::Namer;
+use micromcp_protocol::text;
 use micromcp_upstream::UpstreamEvent;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -155,7 +156,7 @@ pub(crate) async fn route_events(
                 }
             }
             other => {
-                tracing::debug!(service = %event.service, method = other, "upstream notification not forwarded")
+                tracing::debug!(service = %event.service, method = %text::escape(other), "upstream notification not forwarded")
             }
         }
     }

@@ -9,11 +9,13 @@
 //! - [`session`]: session-era sessions, bound to the principal that created them.
 //! - [`events`]: notifications from upstreams, delivered only to the client they belong to.
 //! - [`normalize`]: result shapes per protocol era.
+//! - [`output`]: upstream URIs in results made public; list items with hidden characters left out.
 
 pub mod events;
 pub mod federation;
 pub mod http;
 pub mod normalize;
+pub mod output;
 pub mod pipeline;
 pub mod session;
 pub mod stdio;

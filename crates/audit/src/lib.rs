@@ -4,10 +4,14 @@
 //! recorded, only their size and a keyed hash ([`ArgumentDigest`]); the key is random per gateway
 //! process, so equal arguments can be correlated within one run but short values cannot be
 //! recovered by hashing guesses. Records go through a channel to one writer task that keeps their
-//! order and flushes when idle; [`AuditLog::close`] drains everything on shutdown.
+//! order and flushes when idle; [`AuditWriter::finish`] drains everything on shutdown.
+//!
+//! Records never share a stream with logs ([`AuditDestination`]): logs go to stderr, where
+//! anything an upstream writes is logged too, so a reader of the audit stream never has to tell
+//! a record from a log line.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use hmac::{Hmac, KeyInit, Mac};
@@ -99,11 +103,46 @@ impl AuditWriter {
     }
 }
 
+/// Where audit records go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditDestination {
+    /// Standard output: the default when serving HTTP (logs go to stderr).
+    Stdout,
+    /// A file, appended to and created with mode 0600.
+    File(PathBuf),
+}
+
+/// Where `micromcp gateway --stdio` writes records by default, relative to the config file's
+/// folder: its stdout is the protocol stream and its stderr the log.
+pub const DEFAULT_STDIO_FILE: &str = ".micromcp/audit.jsonl";
+
+impl AuditDestination {
+    /// The configured file if there is one; otherwise stdout when serving HTTP, and
+    /// [`DEFAULT_STDIO_FILE`] beside the config file when serving stdio.
+    pub fn resolve(configured: Option<&Path>, stdio: bool, config_dir: &Path) -> Self {
+        match configured {
+            Some(file) => AuditDestination::File(file.to_owned()),
+            None if stdio => AuditDestination::File(config_dir.join(DEFAULT_STDIO_FILE)),
+            None => AuditDestination::Stdout,
+        }
+    }
+}
+
+impl std::fmt::Display for AuditDestination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AuditDestination::Stdout => f.write_str("stdout"),
+            AuditDestination::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
 impl AuditLog {
-    /// Starts the writer task: to `file` (appending, created with mode 0600) or to stderr.
-    pub fn start(file: Option<&Path>) -> std::io::Result<(AuditLog, AuditWriter)> {
-        let out: Box<dyn Write + Send> = match file {
-            Some(path) => {
+    /// Starts the writer task on `destination` (a file is appended to, created with mode 0600,
+    /// its folder created if needed).
+    pub fn start(destination: &AuditDestination) -> std::io::Result<(AuditLog, AuditWriter)> {
+        let out: Box<dyn Write + Send> = match destination {
+            AuditDestination::File(path) => {
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir)?;
                 }
@@ -113,7 +152,7 @@ impl AuditLog {
                 std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
                 Box::new(options.open(path)?)
             }
-            None => Box::new(std::io::stderr()),
+            AuditDestination::Stdout => Box::new(std::io::stdout()),
         };
         Self::with_writer(out)
     }
@@ -229,7 +268,7 @@ mod tests {
     /// zero bytes is the same key): the digest is a real HMAC, not a hash of key || message.
     #[test]
     fn argument_digests_are_hmac_sha256() {
-        let (log, _writer) = AuditLog::start(None).expect("audit to stderr");
+        let (log, _writer) = AuditLog::with_writer(Box::new(std::io::sink())).expect("audit");
         let mut key = [0u8; 32];
         key[..4].copy_from_slice(b"Jefe");
         let log = AuditLog {
@@ -240,6 +279,43 @@ mod tests {
             hex::encode(log.mac(b"what do ya want for nothing?")),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
+    }
+
+    #[test]
+    fn audit_and_logs_never_share_a_stream_by_default() {
+        let dir = Path::new("/etc/micromcp");
+        assert_eq!(
+            AuditDestination::resolve(None, false, dir),
+            AuditDestination::Stdout,
+            "HTTP: logs are on stderr"
+        );
+        assert_eq!(
+            AuditDestination::resolve(None, true, dir),
+            AuditDestination::File(dir.join(".micromcp/audit.jsonl")),
+            "stdio: stdout is the protocol"
+        );
+        let configured = Path::new("/var/log/audit.jsonl");
+        for stdio in [false, true] {
+            assert_eq!(
+                AuditDestination::resolve(Some(configured), stdio, dir),
+                AuditDestination::File(configured.to_owned())
+            );
+        }
+    }
+
+    #[test]
+    fn a_file_destination_is_created_private_with_its_folder() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(".micromcp/audit.jsonl");
+        let (log, writer) =
+            AuditLog::start(&AuditDestination::File(path.clone())).expect("audit file");
+        drop((log, writer));
+        let mode = std::fs::metadata(&path)
+            .expect("created")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[derive(Clone, Default)]

@@ -188,8 +188,16 @@ async fn gateway(config_path: &Path, stdio: bool) -> anyhow::Result<ExitCode> {
     fit_connections_to_file_limit(&mut config);
     let generated = materialize_generated_tokens(&config)?;
     let authn = ApiTokens::new(&config.tokens, &generated);
-    let (audit, audit_writer) = micromcp_audit::AuditLog::start(config.audit.file.as_deref())
-        .context("cannot open the audit log")?;
+    // Audit records never share a stream with logs (stderr): stdout when serving HTTP, a file
+    // beside the config when stdout is the stdio protocol stream.
+    let audit_to = micromcp_audit::AuditDestination::resolve(
+        config.audit.file.as_deref(),
+        stdio,
+        &config.base_dir,
+    );
+    let (audit, audit_writer) = micromcp_audit::AuditLog::start(&audit_to)
+        .with_context(|| format!("cannot open the audit log ({audit_to})"))?;
+    tracing::info!("audit records go to {audit_to}");
     let self_exe = std::env::current_exe()
         .context("cannot find this executable (needed to start built-in services)")?;
     let grace = config.gateway.shutdown_grace;

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use micromcp_protocol::names::Namer;
+use micromcp_protocol::text;
 use micromcp_upstream::UpstreamEvent;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -198,7 +199,7 @@ pub(crate) async fn route_events(
                 }
             }
             other => {
-                tracing::debug!(service = %event.service, method = other, "upstream notification not forwarded")
+                tracing::debug!(service = %event.service, method = %text::escape(other), "upstream notification not forwarded")
             }
         }
     }

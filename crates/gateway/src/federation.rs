@@ -12,19 +12,23 @@
 //! another principal or for another list, or issued before a restart is refused with one and the
 //! same error, so none can be crafted to probe service names or to repeat a service; a decoded
 //! cursor names each service at most once, so a request never asks more services than exist.
+//!
+//! Items whose names or texts carry control or invisible characters are left out
+//! ([`crate::output`]), and names with them never route.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use micromcp_auth::Principal;
 use micromcp_policy::{Action, Kind};
 use micromcp_protocol::names::Namer;
+use micromcp_protocol::text;
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use serde_json::{Map, Value, json};
 
 use micromcp_protocol::{ErrorObject, error_codes};
 
 use crate::pipeline::{Caller, Failure};
-use crate::{Gateway, ServiceHandle};
+use crate::{Gateway, ServiceHandle, output};
 
 const MAX_CURSOR_BYTES: usize = 8192;
 /// How long a request waits for a service that is still on its first start.
@@ -167,7 +171,11 @@ fn binding(principal: &Principal, list: ListKind) -> Vec<u8> {
 
 impl Gateway {
     /// Routes a public tool or prompt name to its service and upstream name.
+    /// Names with whitespace or hidden characters are never listed, so they never route.
     pub(crate) fn route_name<'p>(&self, public: &'p str) -> Option<(&ServiceHandle, &'p str)> {
+        if !text::is_clean_name(public) {
+            return None;
+        }
         if let Some(only) = self.unprefixed_service() {
             return Some((only, public));
         }
@@ -176,7 +184,11 @@ impl Gateway {
     }
 
     /// Routes a public resource URI (or URI template) to its service and upstream URI.
+    /// URIs with hidden characters are never listed, so they never route.
     pub(crate) fn route_uri<'p>(&self, public: &'p str) -> Option<(&ServiceHandle, &'p str)> {
+        if !text::is_clean_id(public) {
+            return None;
+        }
         if let Some(only) = self.unprefixed_service() {
             return Some((only, public));
         }
@@ -246,7 +258,12 @@ impl Gateway {
             let page = match page {
                 Ok(Ok(page)) => page,
                 Ok(Err(e)) => {
-                    tracing::warn!(service = %service.name, method = list.method, "left out of the list: {e}");
+                    tracing::warn!(
+                        service = %service.name,
+                        method = list.method,
+                        "left out of the list: {}",
+                        text::escape(&e.to_string())
+                    );
                     continue;
                 }
                 Err(_) => {
@@ -263,6 +280,20 @@ impl Gateway {
                 let Some(mut item) = item.as_object().cloned() else {
                     continue;
                 };
+                if let Some(field) = output::unclean_field(&item, list.id, list.kind) {
+                    let id = match item.get(list.id) {
+                        Some(Value::String(id)) => id.chars().take(200).collect(),
+                        other => other.map(Value::to_string).unwrap_or_default(),
+                    };
+                    tracing::warn!(
+                        service = %service.name,
+                        method = list.method,
+                        item = %format_args!("\"{}\"", text::escape(&id)),
+                        field = %format_args!("\"{}\"", text::escape(&field)),
+                        "left out of the list: control or invisible characters"
+                    );
+                    continue;
+                }
                 let Some(id) = item.get(list.id).and_then(Value::as_str).map(str::to_owned) else {
                     continue;
                 };

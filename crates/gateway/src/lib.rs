@@ -11,6 +11,7 @@
 //! - [`limits`]: per-principal caps on requests in progress and open streams.
 //! - [`events`]: notifications from upstreams, delivered only to the client they belong to.
 //! - [`normalize`]: result shapes per protocol era.
+//! - [`output`]: upstream URIs in results made public; list items with hidden characters left out.
 
 mod authority;
 pub mod events;
@@ -19,6 +20,7 @@ pub mod http;
 pub mod limits;
 pub mod listener;
 pub mod normalize;
+pub mod output;
 pub mod pipeline;
 pub mod session;
 pub mod stdio;

@@ -11,7 +11,8 @@
 //! 4. forward: with the gateway's own request id, a timeout, and only the `_meta` the gateway
 //!    vouches for (a rewritten progress token, the 2026 client capabilities); identity claims a
 //!    client puts in `_meta` are dropped;
-//! 5. protect output: upstream errors are scrubbed, results shaped for the client's era;
+//! 5. protect output: upstream URIs in results become public ones ([`crate::output`]),
+//!    upstream errors are scrubbed, results shaped for the client's era;
 //! 6. audit: exactly one record, whatever happened.
 //!
 //! Still to come in this path (later issues): kill switch, JSON Schema input validation,
@@ -314,14 +315,18 @@ impl Gateway {
             return Err(Failure::invalid_params("params must be an object"));
         };
         upstream_params.insert(key.into(), upstream_id);
-        self.send(
-            caller,
-            &request.id,
-            service,
-            &request.method,
-            upstream_params,
-        )
-        .await
+        let result = self
+            .send(
+                caller,
+                &request.id,
+                service,
+                &request.method,
+                upstream_params,
+            )
+            .await?;
+        // Protect output: the result names resources as the service knows them; clients get
+        // the public names, which route back through the gateway.
+        Ok(self.publish_result(service, &request.method, result))
     }
 
     /// Route and authorize a public name or URI; records target, service and rule.

@@ -7,12 +7,15 @@
 //! - [`era`]: the two protocol eras the gateway speaks and the version strings of each.
 //! - [`headers`]: the `=?base64?…?=` header-value codec of the 2026-07-28 HTTP transport.
 //! - [`names`]: public names (`<service><sep><name>`, `<service>+<uri>`) and their parsing.
+//! - [`text`]: upstream text shown to people and models: escaping, and which names and
+//!   descriptions are clean enough to publish.
 
 pub mod era;
 pub mod headers;
 pub mod jsonrpc;
 pub mod names;
 pub mod strict;
+pub mod text;
 
 pub use era::{Era, ProtocolVersion};
 pub use jsonrpc::{ErrorObject, Message, Notification, Request, RequestId, Response, error_codes};

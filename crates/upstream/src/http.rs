@@ -18,7 +18,7 @@ use hyper::Method;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use micromcp_config::Secret;
 use micromcp_protocol::headers::encode_value;
-use micromcp_protocol::{Message, strict};
+use micromcp_protocol::{Message, strict, text};
 use serde_json::{Value, json};
 
 use crate::http_client::{self, Client};
@@ -173,7 +173,11 @@ impl HttpUpstream {
                         listen_for_changes(this).await;
                         return;
                     }
-                    Err(e) => tracing::warn!(service = %upstream.name, "not reachable yet: {e}"),
+                    Err(e) => tracing::warn!(
+                        service = %upstream.name,
+                        "not reachable yet: {}",
+                        text::escape(&e.to_string())
+                    ),
                 }
                 drop(upstream);
                 tokio::time::sleep(backoff).await;

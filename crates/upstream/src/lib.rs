@@ -7,9 +7,14 @@
 //!
 //! Notifications from upstreams (progress, list changes, resource updates) arrive on one
 //! [`UpstreamEvent`] channel; the gateway decides which client, if any, receives each.
+//!
+//! Everything an upstream sends is untrusted: a stdio child's output is read with bounded
+//! memory by [`lines`] (public for the fuzz target), and its text is logged only escaped
+//! ([`micromcp_protocol::text::escape`]).
 
 mod http;
 mod http_client;
+pub mod lines;
 mod pending;
 mod stdio;
 

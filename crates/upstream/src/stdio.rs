@@ -11,23 +11,24 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use micromcp_config::Secret;
-use micromcp_protocol::{Message, strict};
+use micromcp_protocol::{Message, strict, text};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::io::AsyncWriteExt;
+use tokio::process::{Child, ChildStderr, Command};
 use tokio::sync::{mpsc, watch};
-use tokio_util::codec::{FramedRead, LinesCodec};
 
+use crate::lines::LineReader;
 use crate::pending::Pending;
 use crate::{
     EventSink, UPSTREAM_SESSION_VERSION, UpstreamError, UpstreamEvent, client_capabilities,
     client_info,
 };
 
-/// Largest message accepted from a child (one line).
+/// Largest message accepted from a child (one line); longer ones are skipped.
 const MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
+/// Longest stderr line logged; the rest of the line is dropped while it is read.
+const MAX_STDERR_LINE_BYTES: usize = 4096;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -366,14 +367,7 @@ fn connect(
         });
     }
     if let Some(stderr) = child.stderr.take() {
-        let service = service.to_owned();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let line: String = line.chars().take(2000).collect();
-                tracing::info!(target: "micromcp::upstream::stderr", service = %service, "{line}");
-            }
-        });
+        tokio::spawn(log_stderr(service.to_owned(), stderr));
     }
     let stdout = child.stdout.take();
     let reader = {
@@ -382,14 +376,19 @@ fn connect(
         let service = service.to_owned();
         tokio::spawn(async move {
             let Some(stdout) = stdout else { return };
-            let mut frames =
-                FramedRead::new(stdout, LinesCodec::new_with_max_length(MAX_LINE_BYTES));
-            while let Some(frame) = frames.next().await {
-                match frame {
-                    Ok(line) => on_line(&service, &line, &pending, &lines_tx, &events),
-                    Err(e) => {
-                        tracing::warn!(service = %service, "unreadable output from service: {e}");
-                        break;
+            let mut lines = LineReader::new(stdout, MAX_LINE_BYTES);
+            while let Some(line) = lines.next_line().await {
+                if line.is_truncated() {
+                    tracing::warn!(
+                        service = %service,
+                        "skipping a message longer than {MAX_LINE_BYTES} bytes"
+                    );
+                    continue;
+                }
+                match std::str::from_utf8(line.text()) {
+                    Ok(text) => on_line(&service, text, &pending, &lines_tx, &events),
+                    Err(_) => {
+                        tracing::warn!(service = %service, "skipping a line that is not UTF-8");
                     }
                 }
             }
@@ -424,7 +423,8 @@ fn on_line(
                 r.id.as_u64()
                     .is_some_and(|id| pending.complete(id, r.outcome));
             if !delivered {
-                tracing::debug!(service, id = %r.id, "response for no waiting request (late or cancelled)");
+                let id = r.id.to_string();
+                tracing::debug!(service, id = %text::escape(&id), "response for no waiting request (late or cancelled)");
             }
         }
         Ok(Message::Notification(n)) => {
@@ -437,7 +437,31 @@ fn on_line(
         Ok(Message::Request(r)) => {
             let _ = out.send(crate::answer_server_request(r).to_value().to_string());
         }
-        Err(e) => tracing::warn!(service, "ignoring a line that is not JSON-RPC: {e}"),
+        Err(e) => {
+            tracing::warn!(
+                service,
+                "ignoring a line that is not JSON-RPC: {}",
+                text::escape(&e)
+            );
+        }
+    }
+}
+
+/// Logs a child's stderr, line by line, until the child closes it. Each line is one event with
+/// the text as an escaped field: nothing a service writes can start a new log line, drive a
+/// terminal or pass for one of the gateway's own log or audit lines.
+async fn log_stderr(service: String, stderr: ChildStderr) {
+    let mut lines = LineReader::new(stderr, MAX_STDERR_LINE_BYTES);
+    while let Some(line) = lines.next_line().await {
+        let text = String::from_utf8_lossy(line.text());
+        tracing::info!(
+            target: "micromcp::upstream::stderr",
+            service = %service,
+            truncated = line.is_truncated(),
+            // Last, so that everything after `line=` is the service's (escaped) text.
+            line = %text::escape(&text),
+            "service stderr"
+        );
     }
 }
 

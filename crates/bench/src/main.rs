@@ -144,6 +144,20 @@ struct Stats {
 }
 
 impl Stats {
+    /// req/s, p50, p90, p99, max, errors and peak RSS as markdown table cells.
+    fn cells(&self) -> String {
+        format!(
+            "{:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {}",
+            self.rps(),
+            self.p50,
+            self.p90,
+            self.p99,
+            self.max,
+            self.errors,
+            self.peak_rss_kb.map_or_else(|| "—".into(), mib)
+        )
+    }
+
     fn rps(&self) -> f64 {
         self.requests as f64 / self.seconds
     }
@@ -429,17 +443,7 @@ impl Flood {
             ("alone", &self.baseline),
             ("under the flood", &self.attacked),
         ] {
-            let _ = writeln!(
-                s,
-                "| {label} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} |",
-                st.rps(),
-                st.p50,
-                st.p90,
-                st.p99,
-                st.max,
-                st.errors,
-                st.peak_rss_kb.map_or_else(|| "—".into(), mib)
-            );
+            let _ = writeln!(s, "| {label} | {} |", st.cells());
         }
         s
     }
@@ -1006,19 +1010,7 @@ fn render(
     );
     let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|");
     for (&(era, mode), st) in results {
-        let _ = writeln!(
-            s,
-            "| {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} |",
-            era.label(),
-            mode.label(),
-            st.rps(),
-            st.p50,
-            st.p90,
-            st.p99,
-            st.max,
-            st.errors,
-            st.peak_rss_kb.map_or_else(|| "—".into(), mib)
-        );
+        let _ = writeln!(s, "| {} | {} | {} |", era.label(), mode.label(), st.cells());
     }
     let _ = writeln!(
         s,

@@ -48,6 +48,7 @@ use micromcp_protocol::{
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::Gateway;
 use crate::authority::Host;
@@ -225,14 +226,15 @@ fn stream_limit(gw: &Gateway) -> Refusal {
 #[derive(Clone, Copy)]
 struct AnswerStreams;
 
-/// Keeps `slot` until the response body has been sent or dropped.
-fn hold_until_sent(response: Response, slot: Slot) -> Response {
-    let (parts, body) = response.into_parts();
-    let body = Holding {
-        inner: body.into_data_stream(),
-        _held: slot,
-    };
-    Response::from_parts(parts, Body::from_stream(body))
+/// Keeps `held` (a slot, a request in progress) until the response body has been sent or
+/// dropped.
+pub(crate) fn hold_until_sent<H: Send + 'static>(response: Response, held: H) -> Response {
+    response.map(|body| {
+        Body::new(body.map_frame(move |frame| {
+            let _held = &held;
+            frame
+        }))
+    })
 }
 
 /// A stream that holds something (slots, a listener registration) until it is dropped.
@@ -819,12 +821,11 @@ async fn answer(
     });
     let stream = UnboundedReceiverStream::new(rx)
         .map(|v| Ok::<_, Infallible>(Event::default().event("message").data(v.to_string())));
-    let mut response = sse(AbortOnDrop {
-        inner: Holding {
-            inner: stream,
-            _held: slot,
-        },
-        task,
+    // Dropping the stream (the client went away) aborts the request task, which cancels the
+    // upstream call, and frees the stream slot.
+    let mut response = sse(Holding {
+        inner: stream,
+        _held: (slot, AbortOnDropHandle::new(task)),
     });
     response.extensions_mut().insert(AnswerStreams);
     Ok(response)
@@ -857,28 +858,6 @@ where
         .headers_mut()
         .insert("x-accel-buffering", HeaderValue::from_static("no"));
     response
-}
-
-/// Aborts the request task when the client goes away (the upstream call is then cancelled).
-struct AbortOnDrop<S> {
-    inner: S,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl<S> Drop for AbortOnDrop<S> {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl<S: futures::Stream + Unpin> futures::Stream for AbortOnDrop<S> {
-    type Item = S::Item;
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        self.inner.poll_next_unpin(cx)
-    }
 }
 
 /// 2026-07-28 `subscriptions/listen`: acknowledge the list-change notifications we can deliver,

@@ -33,9 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
 use futures::future::BoxFuture;
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -191,15 +189,7 @@ impl tower_service::Service<hyper::Request<Incoming>> for Tracked {
     fn call(&mut self, request: hyper::Request<Incoming>) -> Self::Future {
         let busy = Busy::new(self.activity.clone());
         let response = tower_service::Service::call(&mut self.router, request);
-        Box::pin(async move {
-            let response = response.await?;
-            Ok(response.map(|body| {
-                Body::new(body.map_frame(move |frame| {
-                    let _in_progress = &busy;
-                    frame
-                }))
-            }))
-        })
+        Box::pin(async move { Ok(crate::http::hold_until_sent(response.await?, busy)) })
     }
 }
 

@@ -5,7 +5,7 @@
 //! parser that takes `localhost` out of `localhost:80@evil.com` would agree with the gateway
 //! but not with the browser that sent it.
 
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{Ipv6Addr, SocketAddr};
 
 /// The host part of an authority: a lower-cased name or IPv4 literal, or an IPv6 literal
 /// (brackets removed). The port, if any, was checked to be 1–5 digits and at most 65535.
@@ -59,11 +59,9 @@ impl Host {
         {
             return true;
         }
-        bound.ip().is_loopback()
-            && (name == "localhost"
-                || name.parse::<IpAddr>().is_ok_and(|ip| {
-                    ip == IpAddr::from([127, 0, 0, 1]) || ip == Ipv6Addr::LOCALHOST
-                }))
+        // `parse` lower-cased names and wrote IPv6 literals in their one canonical form, and an
+        // IPv4 literal has only one form here (no leading zeros), so text comparison is exact.
+        bound.ip().is_loopback() && matches!(name, "localhost" | "127.0.0.1" | "::1")
     }
 }
 

@@ -36,7 +36,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use micromcp_auth::{AuthError, Principal};
 use micromcp_protocol::era::{supported_versions, unsupported_version};
@@ -535,7 +535,13 @@ async fn read_message(gw: &Gateway, headers: &HeaderMap, body: Body) -> Result<M
         return Err(too_large());
     }
     let timeout = gw.config.listen.body_timeout;
-    let read = tokio::time::timeout(timeout, Limited::new(body, max).collect()).await;
+    let collect = Limited::new(body, max).collect();
+    tokio::pin!(collect);
+    // A small body usually arrived with the headers: then no timer is needed.
+    let read = match collect.as_mut().now_or_never() {
+        Some(read) => Ok(read),
+        None => tokio::time::timeout(timeout, collect).await,
+    };
     let bytes = match read {
         Ok(Ok(collected)) => collected.to_bytes(),
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large()),

@@ -42,7 +42,9 @@ impl From<&Principal> for PrincipalKey {
     }
 }
 
-type Held = Arc<Mutex<HashMap<PrincipalKey, usize>>>;
+/// Keys are shared with the slots that hold them, so taking and giving back a slot copies no
+/// strings; foldhash because this map is consulted on every request.
+type Held = Arc<Mutex<HashMap<Arc<PrincipalKey>, usize, foldhash::fast::RandomState>>>;
 
 /// How many of one thing each principal holds, up to `max`.
 #[derive(Debug)]
@@ -67,11 +69,19 @@ impl Counter {
     pub fn try_acquire(&self, principal: &Principal) -> Option<Slot> {
         let key = PrincipalKey::from(principal);
         let mut held = lock(&self.held);
-        let count = held.entry(key.clone()).or_insert(0);
-        if *count >= self.max {
-            return None;
-        }
-        *count += 1;
+        let key = match held.get_key_value(&key) {
+            Some((_, &count)) if count >= self.max => return None,
+            Some((shared, _)) => {
+                let shared = shared.clone();
+                *held.get_mut(&key).expect("present") += 1;
+                shared
+            }
+            None => {
+                let shared = Arc::new(key);
+                held.insert(shared.clone(), 1);
+                shared
+            }
+        };
         Some(Slot {
             held: self.held.clone(),
             key,
@@ -91,7 +101,7 @@ impl Counter {
 #[derive(Debug)]
 pub struct Slot {
     held: Held,
-    key: PrincipalKey,
+    key: Arc<PrincipalKey>,
 }
 
 impl Drop for Slot {

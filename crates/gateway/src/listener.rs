@@ -68,7 +68,6 @@ pub async fn serve(
         .header_read_timeout(listen.header_timeout)
         .max_header_size(MAX_HEADER_BYTES);
     let router = crate::http::router(gateway.clone());
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -97,23 +96,34 @@ pub async fn serve(
             router: router.clone(),
             activity: activity.clone(),
         });
-        let connection = graceful.watch(http1.serve_connection(TokioIo::new(tcp), service));
+        let connection = http1.serve_connection(TokioIo::new(tcp), service);
         let gateway = gateway.clone();
+        let limits = limits.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let started = Instant::now();
-            tokio::select! {
-                outcome = connection => if let Err(e) = outcome {
-                    gateway.connection_failed(&e, started);
-                },
-                () = activity.evicted.notified() => gateway.refusals.count(
-                    "longest-idle connection closed to make room (listen.max_connections reached)",
-                ),
+            tokio::pin!(connection);
+            let outcome = tokio::select! {
+                outcome = connection.as_mut() => outcome,
+                () = activity.close.notified() => {
+                    if !limits.shutting_down.load(Ordering::Acquire) {
+                        gateway.refusals.count(
+                            "longest-idle connection closed to make room (listen.max_connections reached)",
+                        );
+                        return;
+                    }
+                    // Shutting down: finish the request in progress, then close.
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = outcome {
+                gateway.connection_failed(&e, started);
             }
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    limits.close_all().await;
     Ok(())
 }
 
@@ -147,8 +157,9 @@ impl Gateway {
 struct Activity {
     requests: AtomicUsize,
     idle_since: Mutex<Instant>,
-    /// Chosen to make room; its task closes it.
-    evicted: Notify,
+    /// Tells the connection's task to close it: at once when chosen to make room (`evicting`),
+    /// after its request in progress when the gateway shuts down.
+    close: Notify,
     evicting: AtomicBool,
 }
 
@@ -198,6 +209,7 @@ struct ConnectionLimits {
     max_total: usize,
     max_per_address: usize,
     open: Mutex<Open>,
+    shutting_down: AtomicBool,
 }
 
 #[derive(Default)]
@@ -221,6 +233,19 @@ impl ConnectionLimits {
             max_total,
             max_per_address,
             open: Mutex::new(Open::default()),
+            shutting_down: AtomicBool::new(false),
+        }
+    }
+
+    /// Asks every connection to finish its request in progress and close, then waits until
+    /// all have (the caller bounds the wait with `gateway.shutdown_grace`).
+    async fn close_all(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+        for activity in lock(&self.open).connections.values() {
+            activity.close.notify_one();
+        }
+        while !lock(&self.open).connections.is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -248,7 +273,7 @@ impl ConnectionLimits {
                 );
             };
             victim.evicting.store(true, Ordering::Release);
-            victim.evicted.notify_one();
+            victim.close.notify_one();
         }
         *open.per_address.entry(address).or_insert(0) += 1;
         open.next_id += 1;
@@ -256,7 +281,7 @@ impl ConnectionLimits {
         let activity = Arc::new(Activity {
             requests: AtomicUsize::new(0),
             idle_since: Mutex::new(Instant::now()),
-            evicted: Notify::new(),
+            close: Notify::new(),
             evicting: AtomicBool::new(false),
         });
         open.connections.insert(id, activity.clone());

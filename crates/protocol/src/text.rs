@@ -65,6 +65,10 @@ impl fmt::Display for Escaped<'_> {
 /// Whether an upstream name (tool or prompt name) may be published: not empty, no whitespace,
 /// no control or invisible character.
 pub fn is_clean_name(s: &str) -> bool {
+    // Most names are plain ASCII: checked per call when a name is routed.
+    if s.bytes().all(|b| b.is_ascii_graphic()) {
+        return !s.is_empty();
+    }
     !s.is_empty()
         && !s
             .chars()

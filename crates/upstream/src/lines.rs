@@ -53,7 +53,7 @@ impl LineSplitter {
     /// Takes bytes from the start of `input` up to and including the first `\n`. Returns how
     /// many bytes it took and the line that `\n` completed, if any; call again with the rest.
     pub fn feed(&mut self, input: &[u8]) -> (usize, Option<Line>) {
-        let newline = input.iter().position(|&b| b == b'\n');
+        let newline = memchr::memchr(b'\n', input);
         let body = &input[..newline.unwrap_or(input.len())];
         let room = self.max.saturating_sub(self.line.len());
         let kept = body.len().min(room);

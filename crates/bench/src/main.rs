@@ -341,6 +341,8 @@ struct Flood {
     open_idle: u64,
     open_slow: u64,
     reopened: u64,
+    /// The gateway's open file descriptors at the end of the flood.
+    gateway_fds: Option<usize>,
 }
 
 async fn under_flood(args: &Args, gw: &Gateway) -> Result<Flood> {
@@ -388,6 +390,9 @@ async fn under_flood(args: &Args, gw: &Gateway) -> Result<Flood> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let attacked = load(&target, &one, pids).await;
+    let gateway_fds = std::fs::read_dir(format!("/proc/{}/fd", gw.pid()))
+        .map(Iterator::count)
+        .ok();
     let (open_idle, open_slow, reopened) = (
         pressure.open_idle.load(Ordering::Relaxed),
         pressure.open_slow.load(Ordering::Relaxed),
@@ -414,6 +419,7 @@ async fn under_flood(args: &Args, gw: &Gateway) -> Result<Flood> {
         open_idle,
         open_slow,
         reopened,
+        gateway_fds,
     })
 }
 
@@ -425,14 +431,18 @@ impl Flood {
             "\n## One legitimate client under a connection flood (gw→stdio, 2026-07-28)\n\n\
              {} idle and {} slow-header connections from {} loopback addresses, reopened every \
              0.5 s when the gateway closes them (default limits: 4096 connections, 256 per \
-             address, 10 s header timeout). At the end of the measurement the attacker held {} \
-             idle and {} slow connections open and had reopened {} closed ones.\n",
+             address, 10 s header timeout). At the end of the measurement the attacker saw {} \
+             idle and {} slow connections established (the kernel completes connections into \
+             the listen backlog before the gateway accepts them) and had reopened {} that the \
+             gateway closed; the gateway itself had {} file descriptors open.\n",
             self.idle,
             self.slow,
             self.idle.div_ceil(250) + self.slow.div_ceil(250),
             self.open_idle,
             self.open_slow,
-            self.reopened
+            self.reopened,
+            self.gateway_fds
+                .map_or_else(|| "—".into(), |n| n.to_string())
         );
         let _ = writeln!(
             s,

@@ -20,10 +20,10 @@
 //! connection, and pipelined requests wait their turn).
 //!
 //! What this layer refuses has no HTTP request to audit (a connection over a limit, headers
-//! that never completed, a client that vanished): those refusals are counted and logged at most
-//! once per [`REFUSAL_LOG_INTERVAL`] with their counts. Requests that hyper itself refuses after
-//! reading them (malformed HTTP: 400; headers too large: 431) are audited like every other
-//! request.
+//! that never completed): those refusals are counted and logged at most once per
+//! [`REFUSAL_LOG_INTERVAL`] with their counts. Requests that hyper itself refuses after reading
+//! them (malformed HTTP: 400; headers too large: 431) are audited like every other request. A
+//! client that goes away mid-request was not refused: that is a debug line only.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -129,7 +129,8 @@ pub async fn serve(
 
 impl Gateway {
     /// A connection ended with an error: requests hyper refused after reading them are audited,
-    /// everything else (no request was read) is counted.
+    /// a head that did not arrive in time is counted as a refusal, and a client that went away
+    /// is only a debug line.
     fn connection_failed(&self, e: &hyper::Error, started: Instant) {
         let refused = if e.is_parse_too_large() {
             Some((431, "header-size", "request headers are too large"))
@@ -143,11 +144,8 @@ impl Gateway {
                 self.audit_rejection("http", None, None, Some(status), rule, reason, started);
             }
             None if e.is_timeout() => self.refusals.count("request headers not received in time"),
-            None if e.is_incomplete_message() => {
-                self.refusals
-                    .count("client closed the connection mid-request");
-            }
-            None => self.refusals.count("connection error"),
+            // The client's doing (it went away mid-request, or reset): nothing was refused.
+            None => tracing::debug!(target: "micromcp::listener", "connection ended: {e}"),
         }
     }
 }

@@ -238,6 +238,56 @@ async fn at_the_total_cap_idle_connections_make_room_and_busy_ones_stay() {
     }
 }
 
+/// A client without a token pipelines thousands of requests on each connection and never reads
+/// the answers, hoping each connection always has a request "in progress". Only authenticated
+/// requests keep a connection from being closed for room, so at the cap a newcomer still gets
+/// in. (A review predicted this pinned connections before; it did not — hyper drops a small
+/// answer's body once buffered — so this pins the property, not a past failure.)
+#[tokio::test(flavor = "multi_thread")]
+async fn unread_pipelined_requests_without_a_token_do_not_pin_connections() {
+    let (alice, bob) = (token(), token());
+    let config = format!(
+        "{}\n{ECHO}",
+        preamble(&alice, &bob).replace(
+            "max_body_bytes = 65536",
+            "max_body_bytes = 65536\nmax_connections = 6\nmax_connections_per_address = 6"
+        )
+    );
+    let gw = Gateway::start_raw(&config, alice.token, bob.token);
+    let to = addr(&gw);
+    let request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".repeat(50_000);
+    let mut writers = Vec::new();
+    for _ in 0..6 {
+        let socket = TcpSocket::new_v4().expect("socket");
+        socket
+            .set_recv_buffer_size(4096)
+            .expect("small receive buffer");
+        socket
+            .bind("127.0.0.2:0".parse().expect("source"))
+            .expect("bind");
+        let mut stream = socket.connect(to).await.expect("connect");
+        let request = request.clone();
+        // Writes until the gateway stops reading (its answers pile up unread); never reads.
+        writers.push(tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(20), stream.write_all(&request)).await;
+            stream
+        }));
+    }
+    // Let the pipelines fill the socket buffers.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for _ in 0..3 {
+        let answer = raw_exchange(to, &init_request("localhost", &gw.alice)).await;
+        assert_eq!(
+            status_of(&answer),
+            200,
+            "a newcomer must get in: {answer:?}"
+        );
+    }
+    for w in writers {
+        w.abort();
+    }
+}
+
 /// With a low open-file limit, the gateway lowers its connection cap to fit: a flood then meets
 /// the cap (and eviction of idle connections), not `accept` failing for lack of descriptors.
 #[tokio::test(flavor = "multi_thread")]

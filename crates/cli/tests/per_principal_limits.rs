@@ -86,7 +86,9 @@ async fn listen(client: &Client) -> reqwest::Response {
 }
 
 /// The audit records with `rule`, once at least one has been written.
-async fn audited(gw: &Gateway, rule: &str) -> Vec<Value> {
+/// The audit records with `rule`, once there are at least `n` of them (10 s at most: the
+/// writer batches, so records of refusals made a moment ago may not be on disk yet).
+async fn audited(gw: &Gateway, rule: &str, n: usize) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let found: Vec<Value> = gw
@@ -94,7 +96,7 @@ async fn audited(gw: &Gateway, rule: &str) -> Vec<Value> {
             .into_iter()
             .filter(|r| r["rule"] == rule)
             .collect();
-        if !found.is_empty() || Instant::now() > deadline {
+        if found.len() >= n || Instant::now() > deadline {
             return found;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -183,7 +185,7 @@ async fn a_full_session_table_refuses_new_sessions_but_never_evicts_another_prin
     assert_eq!(refused.status, 503, "{}", refused.body);
     let message = refused.body["error"]["message"].as_str().unwrap_or("");
     assert!(message.contains("gateway.max_sessions"), "{message}");
-    assert!(!audited(&gw, "sessions-full").await.is_empty());
+    assert!(!audited(&gw, "sessions-full", 1).await.is_empty());
     let still = in_session(&bob, &bobs).call("tools/list", json!({})).await;
     assert_eq!(still.status, 200, "{}", still.body);
 }
@@ -248,7 +250,7 @@ async fn streams_beyond_the_per_principal_cap_are_refused_audited_and_freed_when
         )
         .await;
     assert_eq!(progress.status, 429, "{}", progress.body);
-    let records = audited(&gw, "stream-limit").await;
+    let records = audited(&gw, "stream-limit", 3).await;
     assert!(records.len() >= 3, "{records:?}");
     assert!(
         records
@@ -359,7 +361,7 @@ async fn requests_beyond_the_per_principal_cap_get_429_at_once_and_others_are_un
         .await;
     assert_eq!(text_of(&added), "{\"sum\":3.0}");
 
-    let records = audited(&gw, "request-limit").await;
+    let records = audited(&gw, "request-limit", 1).await;
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(records[0]["principal"], "alice");
     assert_eq!(records[0]["http_status"], 429);

@@ -53,6 +53,7 @@ use tokio_util::task::AbortOnDropHandle;
 use crate::Gateway;
 use crate::authority::Host;
 use crate::limits::Slot;
+use crate::listener::{Activity, Busy};
 use crate::pipeline::Caller;
 use crate::session::{NotCreated, Session, StreamRefused};
 
@@ -147,11 +148,18 @@ async fn mcp(State(gw): Gw, request: Request) -> Response {
     // The principal's request slot: given back when this handler returns, or for an SSE
     // answer when its stream ends (the request runs on in a task).
     let mut in_progress: Option<Slot> = None;
+    let mut connection_busy: Option<Busy> = None;
     let outcome =
         match check_transport(&gw, &request).and_then(|()| authenticate(&gw, request.headers())) {
             Err(refusal) => Err(refusal),
             Ok(p) => {
                 principal = Some(p.clone());
+                // From here the connection has a request worth keeping open at the cap.
+                connection_busy = request
+                    .extensions()
+                    .get::<Arc<Activity>>()
+                    .cloned()
+                    .map(Busy::new);
                 in_progress = gw.limits.requests.try_acquire(&p);
                 match method {
                     _ if in_progress.is_none() => Err(request_limit(&gw)),
@@ -168,12 +176,14 @@ async fn mcp(State(gw): Gw, request: Request) -> Response {
             }
         };
     match outcome {
-        Ok(response) => match in_progress {
-            Some(slot) if response.extensions().get::<AnswerStreams>().is_some() => {
-                hold_until_sent(response, slot)
+        Ok(response) => {
+            let answer_streams = response.extensions().get::<AnswerStreams>().is_some();
+            let slot = in_progress.filter(|_| answer_streams);
+            match (slot, connection_busy) {
+                (None, None) => response,
+                held => hold_until_sent(response, held),
             }
-            _ => response,
-        },
+        }
         Err(refusal) => {
             gw.audit_rejection(
                 "http",

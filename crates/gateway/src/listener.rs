@@ -33,7 +33,6 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use futures::future::BoxFuture;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -69,8 +68,14 @@ pub async fn serve(
         .max_header_size(MAX_HEADER_BYTES);
     let router = crate::http::router(gateway.clone());
     tokio::pin!(shutdown);
+    let mut summary = tokio::time::interval(REFUSAL_LOG_INTERVAL);
+    summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let (tcp, peer) = tokio::select! {
+            _ = summary.tick() => {
+                gateway.refusals.flush();
+                continue;
+            }
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -103,18 +108,26 @@ pub async fn serve(
             let _permit = permit;
             let started = Instant::now();
             tokio::pin!(connection);
-            let outcome = tokio::select! {
-                outcome = connection.as_mut() => outcome,
-                () = activity.close.notified() => {
-                    if !limits.shutting_down.load(Ordering::Acquire) {
+            let outcome = loop {
+                tokio::select! {
+                    outcome = connection.as_mut() => break outcome,
+                    () = activity.close.notified() => {
+                        if limits.shutting_down.load(Ordering::Acquire) {
+                            // Finish the request in progress, then close.
+                            connection.as_mut().graceful_shutdown();
+                            break connection.as_mut().await;
+                        }
+                        // Chosen to make room, but a request started before this task saw it:
+                        // that request is kept (nothing runs on the connection while we look).
+                        if activity.requests.load(Ordering::Acquire) > 0 {
+                            activity.evicting.store(false, Ordering::Release);
+                            continue;
+                        }
                         gateway.refusals.count(
                             "longest-idle connection closed to make room (listen.max_connections reached)",
                         );
                         return;
                     }
-                    // Shutting down: finish the request in progress, then close.
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
                 }
             };
             if let Err(e) = outcome {
@@ -150,9 +163,12 @@ impl Gateway {
     }
 }
 
-/// What the listener knows about one open connection: whether a request is in progress, and
-/// since when it has been waiting for one.
-struct Activity {
+/// What the listener knows about one open connection: whether an authenticated request is in
+/// progress, and since when it has been waiting for one. Only authenticated requests protect a
+/// connection from being closed for room: a client without a token that pipelines requests and
+/// never reads the answers holds a request "in progress" forever, and must not be able to make
+/// every connection look busy.
+pub(crate) struct Activity {
     requests: AtomicUsize,
     idle_since: Mutex<Instant>,
     /// Tells the connection's task to close it: at once when chosen to make room (`evicting`),
@@ -161,19 +177,20 @@ struct Activity {
     evicting: AtomicBool,
 }
 
-/// The router, counting requests in progress on one connection (until the response body —
-/// an SSE stream, say — has been sent or dropped).
+/// The router, with each request carrying its connection's [`Activity`] (as a request
+/// extension), so the HTTP transport can mark an authenticated request in progress.
 #[derive(Clone)]
 struct Tracked {
     router: axum::Router,
     activity: Arc<Activity>,
 }
 
-/// One request in progress; dropped with the response body.
-struct Busy(Arc<Activity>);
+/// One authenticated request in progress on a connection; kept until the response body — an
+/// SSE stream, say — has been sent or dropped.
+pub(crate) struct Busy(Arc<Activity>);
 
 impl Busy {
-    fn new(activity: Arc<Activity>) -> Self {
+    pub(crate) fn new(activity: Arc<Activity>) -> Self {
         activity.requests.fetch_add(1, Ordering::AcqRel);
         Busy(activity)
     }
@@ -189,16 +206,15 @@ impl Drop for Busy {
 impl tower_service::Service<hyper::Request<Incoming>> for Tracked {
     type Response = axum::response::Response;
     type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+    type Future = axum::routing::future::RouteFuture<Infallible>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: hyper::Request<Incoming>) -> Self::Future {
-        let busy = Busy::new(self.activity.clone());
-        let response = tower_service::Service::call(&mut self.router, request);
-        Box::pin(async move { Ok(crate::http::hold_until_sent(response.await?, busy)) })
+    fn call(&mut self, mut request: hyper::Request<Incoming>) -> Self::Future {
+        request.extensions_mut().insert(self.activity.clone());
+        tower_service::Service::call(&mut self.router, request)
     }
 }
 
@@ -333,6 +349,7 @@ struct RefusalState {
 }
 
 impl RefusalLog {
+    /// Counts one refusal; logs the counts so far unless that was done less than an interval ago.
     pub fn count(&self, what: &str) {
         let mut state = lock(&self.state);
         if let Some(n) = state.counts.get_mut(what) {
@@ -342,10 +359,21 @@ impl RefusalLog {
         }
         if state
             .last_logged
-            .is_some_and(|t| t.elapsed() < REFUSAL_LOG_INTERVAL)
+            .is_none_or(|t| t.elapsed() >= REFUSAL_LOG_INTERVAL)
         {
-            return;
+            Self::log(&mut state);
         }
+    }
+
+    /// Logs the counts not logged yet, so a burst followed by silence is still reported.
+    fn flush(&self) {
+        let mut state = lock(&self.state);
+        if !state.counts.is_empty() {
+            Self::log(&mut state);
+        }
+    }
+
+    fn log(state: &mut RefusalState) {
         state.last_logged = Some(Instant::now());
         let mut counts: Vec<(String, u64)> = state.counts.drain().collect();
         counts.sort();

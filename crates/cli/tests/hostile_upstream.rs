@@ -283,6 +283,44 @@ async fn a_service_writing_300_mb_without_a_newline_does_not_grow_the_gateway() 
     );
 }
 
+/// A service emits notifications in a tight loop while a client holds its notification
+/// stream open and never reads it: every queue on the way (to the router, to that client) is
+/// bounded, so the gateway does not grow, and it keeps answering.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_notification_flood_towards_a_client_that_never_reads_does_not_grow_the_gateway() {
+    let gw = Gateway::start(&hostile_service(&["--flood-notifications", "1000000"]));
+    gw.wait_ready(&["hostile"]).await;
+    let mut c = gw.client(&gw.alice);
+    c.initialize().await;
+    echo_works(&mut c, 1).await;
+    // Opened and never read: hyper stops writing once the socket buffers are full.
+    let unread_stream = c.open_session_stream().await;
+    let gateway_pid = gw.child.as_ref().expect("running").id();
+    let before = rss_kib(gateway_pid);
+
+    let mut flooder = c.clone();
+    let flood = tokio::spawn(async move { tool(&mut flooder, "misbehave", json!({})).await });
+    let mut peak = before;
+    let started = Instant::now();
+    while !flood.is_finished() {
+        peak = peak.max(rss_kib(gateway_pid));
+        assert!(
+            peak - before < 64 * 1024,
+            "gateway grew from {before} KiB to {peak} KiB under the notification flood"
+        );
+        assert!(started.elapsed() < CALL_LIMIT, "the flood did not end");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let reply = flood.await.expect("flood task");
+    assert_eq!(first_text(&reply), "misbehaved", "{}", reply.body);
+    // Let the router drain what it queued, then look again.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    peak = peak.max(rss_kib(gateway_pid));
+    assert!(peak - before < 64 * 1024, "{before} KiB → {peak} KiB");
+    echo_works(&mut c, 3).await;
+    drop(unread_stream);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_utf8_on_stderr_does_not_stop_the_gateway_reading_it() {
     let gw = Gateway::start(&hostile_service(&["--bad-utf8-stderr"]));

@@ -19,12 +19,12 @@ use micromcp_protocol::names::Namer;
 use micromcp_protocol::text;
 use micromcp_upstream::UpstreamEvent;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
 use crate::Gateway;
+use crate::outbox::{Inbox, Outbox};
 use crate::session::lock;
 
-type Sink = mpsc::UnboundedSender<Value>;
+type Sink = Outbox<Value>;
 
 /// A `subscriptions/listen` stream.
 struct Listener {
@@ -155,10 +155,7 @@ impl Routes {
     }
 }
 
-pub(crate) async fn route_events(
-    gateway: Weak<Gateway>,
-    mut rx: mpsc::UnboundedReceiver<UpstreamEvent>,
-) {
+pub(crate) async fn route_events(gateway: Weak<Gateway>, mut rx: Inbox<UpstreamEvent>) {
     while let Some(event) = rx.recv().await {
         let Some(gateway) = gateway.upgrade() else {
             return;
@@ -222,7 +219,7 @@ mod tests {
     #[test]
     fn a_listener_is_removed_as_soon_as_its_stream_is_dropped() {
         let routes = Arc::new(Routes::default());
-        let (tx, _rx) = mpsc::unbounded_channel();
+        let (tx, _rx) = crate::outbox::outbox();
         let first = routes.add_listener(tx.clone(), serde_json::Map::new(), json!(1));
         let second = routes.add_listener(tx, serde_json::Map::new(), json!(2));
         assert_eq!(routes.listener_count(), 2);

@@ -46,14 +46,13 @@ use micromcp_protocol::{
     Era, ErrorObject, Message, ProtocolVersion, Request as RpcRequest, error_codes, strict,
 };
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::Gateway;
 use crate::authority::Host;
 use crate::limits::Slot;
 use crate::listener::{Activity, Busy};
+use crate::outbox::outbox;
 use crate::pipeline::Caller;
 use crate::session::{NotCreated, Session, StreamRefused};
 
@@ -828,15 +827,15 @@ async fn answer(
         refusal.id = Some(request.id.as_value().clone());
         refusal
     })?;
-    let (tx, rx) = mpsc::unbounded_channel::<Value>();
+    let (tx, rx) = outbox::<Value>();
     caller.notify = Some(tx.clone());
     let gw = gw.clone();
     let task = tokio::spawn(async move {
         let response = gw.handle(&caller, request).await;
-        let _ = tx.send(response.to_value());
+        let _ = tx.send_always(response.to_value());
     });
-    let stream = UnboundedReceiverStream::new(rx)
-        .map(|v| Ok::<_, Infallible>(Event::default().event("message").data(v.to_string())));
+    let stream =
+        rx.map(|v| Ok::<_, Infallible>(Event::default().event("message").data(v.to_string())));
     // Dropping the stream (the client went away) aborts the request task, which cancels the
     // upstream call, and frees the stream slot.
     let mut response = sse(Holding {
@@ -899,7 +898,7 @@ fn listen(gw: &Arc<Gateway>, caller: Caller, request: RpcRequest) -> Result<Resp
             accepted.insert(key.into(), true.into());
         }
     }
-    let (tx, rx) = mpsc::unbounded_channel::<Value>();
+    let (tx, rx) = outbox::<Value>();
     let id = request.id.as_value().clone();
     let _ = tx.send(json!({
         "jsonrpc": "2.0",
@@ -908,8 +907,8 @@ fn listen(gw: &Arc<Gateway>, caller: Caller, request: RpcRequest) -> Result<Resp
     }));
     let registration = gw.routes.add_listener(tx, accepted, id);
     gw.audit_allowed(&caller, &request.method);
-    let stream = UnboundedReceiverStream::new(rx)
-        .map(|v| Ok::<_, Infallible>(Event::default().event("message").data(v.to_string())));
+    let stream =
+        rx.map(|v| Ok::<_, Infallible>(Event::default().event("message").data(v.to_string())));
     Ok(sse(Holding {
         inner: stream,
         _held: (slot, registration),

@@ -20,6 +20,7 @@ pub mod http;
 pub mod limits;
 pub mod listener;
 pub mod normalize;
+pub mod outbox;
 pub mod output;
 pub mod pipeline;
 pub mod session;
@@ -37,7 +38,6 @@ use micromcp_config::Config;
 use micromcp_policy::{Allowlist, Authorizer};
 use micromcp_protocol::names::Namer;
 use micromcp_upstream::Upstream;
-use tokio::sync::mpsc;
 
 pub use pipeline::Caller;
 
@@ -80,7 +80,7 @@ impl Gateway {
         self_exe: PathBuf,
     ) -> Arc<Gateway> {
         let routes = Arc::new(events::Routes::default());
-        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (events_tx, events_rx) = outbox::outbox();
         // Progress is delivered inline, in order with the responses of the same connection;
         // everything else goes to the router task.
         let sink: micromcp_upstream::EventSink = {
@@ -88,8 +88,9 @@ impl Gateway {
             Arc::new(move |event: micromcp_upstream::UpstreamEvent| {
                 if event.method == "notifications/progress" {
                     routes.deliver_progress(event.params);
-                } else {
-                    let _ = events_tx.send(event);
+                } else if events_tx.send(event).is_err() {
+                    // The router is MAX_BACKLOG events behind: a service is flooding.
+                    tracing::debug!("upstream notification dropped: too many waiting");
                 }
             })
         };

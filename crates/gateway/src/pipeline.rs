@@ -30,7 +30,6 @@ use micromcp_protocol::{
 };
 use micromcp_upstream::{UpstreamError, scrub_error};
 use serde_json::{Map, Value, json};
-use tokio::sync::mpsc;
 
 use crate::federation::ListKind;
 use crate::session::{Session, lock};
@@ -45,7 +44,7 @@ pub struct Caller {
     /// The client's session (session era over HTTP, and the stdio client).
     pub session: Option<Arc<Session>>,
     /// Where notifications tied to this request (progress) go, if the client can receive them.
-    pub notify: Option<mpsc::UnboundedSender<Value>>,
+    pub notify: Option<crate::outbox::Outbox<Value>>,
     /// 2026-07-28: the capabilities the client declared on this request.
     pub client_capabilities: Option<Value>,
 }

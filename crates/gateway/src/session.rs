@@ -25,11 +25,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use micromcp_auth::Principal;
 use micromcp_protocol::{ProtocolVersion, RequestId};
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
-use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio::sync::oneshot;
 
 use crate::Gateway;
 use crate::limits::{PrincipalKey, Slot};
+use crate::outbox::{Inbox, Outbox, outbox};
 
 /// State of one connected client (a session-era session, or the single stdio client).
 pub struct Session {
@@ -86,8 +86,8 @@ impl Session {
     }
 
     /// Opens the stdio client's notification stream.
-    pub fn open_stream(&self) -> mpsc::UnboundedReceiver<Value> {
-        let (tx, rx) = mpsc::unbounded_channel();
+    pub fn open_stream(&self) -> Inbox<Value> {
+        let (tx, rx) = outbox();
         *lock(&self.stream) = Some(OpenStream {
             tx,
             generation: 0,
@@ -110,14 +110,14 @@ impl Session {
         drop(stream.take());
         let slot = take_slot().ok_or(StreamRefused::Limit)?;
         let generation = self.stream_generation.fetch_add(1, Ordering::Relaxed) + 1;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = outbox();
         *stream = Some(OpenStream {
             tx,
             generation,
             _slot: Some(slot),
         });
         Ok(SessionStream {
-            rx: UnboundedReceiverStream::new(rx),
+            rx,
             session: Arc::downgrade(self),
             generation,
         })
@@ -183,7 +183,7 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The open notification stream of a session.
 struct OpenStream {
-    tx: mpsc::UnboundedSender<Value>,
+    tx: Outbox<Value>,
     generation: u64,
     /// The principal's stream slot (HTTP only), given back when the stream is dropped.
     _slot: Option<Slot>,
@@ -201,7 +201,7 @@ pub(crate) enum StreamRefused {
 /// The receiving end of a session's GET stream. When the client goes away (the response body
 /// is dropped), the session forgets the stream at once, which frees its slot.
 pub(crate) struct SessionStream {
-    rx: UnboundedReceiverStream<Value>,
+    rx: Inbox<Value>,
     session: Weak<Session>,
     generation: u64,
 }

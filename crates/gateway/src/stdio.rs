@@ -19,10 +19,10 @@ use micromcp_protocol::{
 };
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 
 use crate::Gateway;
+use crate::outbox::{Outbox, outbox};
 use crate::pipeline::Caller;
 use crate::session::Session;
 
@@ -42,7 +42,7 @@ pub async fn serve(
         ProtocolVersion::LATEST_SESSION,
     ));
     let _ = gateway.stdio.set(session.clone());
-    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Value>();
+    let (out_tx, mut out_rx) = outbox::<Value>();
 
     let writer = tokio::spawn(async move {
         let mut stdout = output;
@@ -59,7 +59,8 @@ pub async fn serve(
         let out_tx = out_tx.clone();
         tokio::spawn(async move {
             while let Some(n) = notifications.recv().await {
-                if out_tx.send(n).is_err() {
+                // A client that is MAX_BACKLOG messages behind misses notifications.
+                if out_tx.send(n).is_err() && out_tx.is_closed() {
                     break;
                 }
             }
@@ -151,7 +152,7 @@ pub async fn serve(
                             &error.message,
                             started,
                         );
-                        let _ = out_tx.send(Response::err(request.id, error).to_value());
+                        let _ = out_tx.send_always(Response::err(request.id, error).to_value());
                         continue;
                     }
                 };
@@ -162,7 +163,7 @@ pub async fn serve(
                 let out_tx = out_tx.clone();
                 tasks.spawn(async move {
                     let response = gateway.handle(&caller, request).await;
-                    let _ = out_tx.send(response.to_value());
+                    let _ = out_tx.send_always(response.to_value());
                 });
             }
             Message::Notification(n) => {
@@ -234,7 +235,7 @@ fn caller_for(
 fn reject(
     gateway: &Gateway,
     principal: &Principal,
-    out: &mpsc::UnboundedSender<Value>,
+    out: &Outbox<Value>,
     id: Option<Value>,
     code: i64,
     rule: &str,
@@ -247,5 +248,5 @@ fn reject(
         Some(id) => json!({ "jsonrpc": "2.0", "id": id, "error": error.to_value() }),
         None => error_without_id(&error),
     };
-    let _ = out.send(message);
+    let _ = out.send_always(message);
 }

@@ -400,15 +400,20 @@ mod tests {
         );
     }
 
+    /// The bytes inside a sealed cursor's text.
+    fn sealed_bytes(text: &str) -> Vec<u8> {
+        URL_SAFE_NO_PAD
+            .decode(text.strip_prefix(CURSOR_PREFIX).expect("prefix"))
+            .expect("base64")
+    }
+
     #[test]
     fn any_altered_byte_or_garbage_is_refused() {
         let seal = CursorSeal::new();
         let alice = principal("alice", None);
         let tools = list("tools/list");
         let text = seal.seal(&cursor(), &alice, tools).expect("sealed");
-        let raw = URL_SAFE_NO_PAD
-            .decode(text.strip_prefix(CURSOR_PREFIX).expect("prefix"))
-            .expect("base64");
+        let raw = sealed_bytes(&text);
         for i in 0..raw.len() {
             let mut altered = raw.clone();
             altered[i] ^= 0x01;
@@ -440,9 +445,7 @@ mod tests {
         let alice = principal("alice", None);
         let tools = list("tools/list");
         let text = seal.seal(&cursor(), &alice, tools).expect("sealed");
-        let raw = URL_SAFE_NO_PAD
-            .decode(text.strip_prefix(CURSOR_PREFIX).expect("prefix"))
-            .expect("base64");
+        let raw = sealed_bytes(&text);
         let shown = String::from_utf8_lossy(&raw);
         assert!(!shown.contains("secret"), "{shown}");
         assert!(!shown.contains("page-2"), "{shown}");

@@ -128,21 +128,13 @@ async fn listening_upstream(
     let post = |body: String| async move {
         let request: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
         let result = match request["method"].as_str() {
-            Some("initialize") => json!({"protocolVersion": "2025-11-25",
+            Some("initialize") => Some(json!({"protocolVersion": "2025-11-25",
                 "capabilities": {"tools": {"listChanged": true}},
-                "serverInfo": {"name": "listening", "version": "1"}}),
-            Some("tools/list") => json!({"tools": []}),
-            _ => return (StatusCode::ACCEPTED, [("mcp-session-id", "s1")]).into_response(),
+                "serverInfo": {"name": "listening", "version": "1"}})),
+            Some("tools/list") => Some(json!({"tools": []})),
+            _ => None,
         };
-        let reply = json!({"jsonrpc": "2.0", "id": request["id"], "result": result});
-        (
-            [
-                ("mcp-session-id", "s1"),
-                ("content-type", "application/json"),
-            ],
-            reply.to_string(),
-        )
-            .into_response()
+        micromcp_testkit::upstream_reply(&request, result)
     };
     let get = move || {
         let n = gets.fetch_add(1, Ordering::SeqCst);

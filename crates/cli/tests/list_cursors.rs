@@ -17,7 +17,6 @@ type Calls = Arc<Mutex<HashMap<String, usize>>>;
 /// pages each; it counts the list requests it gets.
 async fn paging_upstream(calls: Calls) -> String {
     use axum::http::StatusCode;
-    use axum::response::IntoResponse;
 
     let post = move |body: String| {
         let calls = calls.clone();
@@ -47,23 +46,15 @@ async fn paging_upstream(calls: Calls) -> String {
                 result
             };
             let result = match method.as_str() {
-                "initialize" => json!({"protocolVersion": "2025-11-25",
+                "initialize" => Some(json!({"protocolVersion": "2025-11-25",
                     "capabilities": {"tools": {}, "prompts": {}, "resources": {}},
-                    "serverInfo": {"name": "pager", "version": "1"}}),
-                "tools/list" => listed("tools"),
-                "prompts/list" => listed("prompts"),
-                "resources/list" => listed("resources"),
-                _ => return (StatusCode::ACCEPTED, [("mcp-session-id", "s1")]).into_response(),
+                    "serverInfo": {"name": "pager", "version": "1"}})),
+                "tools/list" => Some(listed("tools")),
+                "prompts/list" => Some(listed("prompts")),
+                "resources/list" => Some(listed("resources")),
+                _ => None,
             };
-            let reply = json!({"jsonrpc": "2.0", "id": request["id"], "result": result});
-            (
-                [
-                    ("mcp-session-id", "s1"),
-                    ("content-type", "application/json"),
-                ],
-                reply.to_string(),
-            )
-                .into_response()
+            micromcp_testkit::upstream_reply(&request, result)
         }
     };
     let get = || async { StatusCode::METHOD_NOT_ALLOWED };

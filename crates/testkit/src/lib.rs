@@ -10,7 +10,8 @@
 //!   stream) and the response among them;
 //! - [`post_2026`] and [`rpc_2026`]: one stateless 2026-07-28 request (no initialize, no
 //!   session, the client context in `_meta`);
-//! - [`Session`]: a 2025-11-25 client with an initialized session.
+//! - [`Session`]: a 2025-11-25 client with an initialized session;
+//! - [`upstream_reply`]: the answer of a minimal session-era test upstream.
 
 pub mod tls;
 
@@ -32,6 +33,26 @@ pub async fn serve(router: axum::Router) -> String {
     let addr = listener.local_addr().expect("local addr");
     tokio::spawn(async move { axum::serve(listener, router).await });
     format!("http://{addr}/mcp")
+}
+
+/// How a minimal session-era test upstream answers one POSTed message: `result` for the
+/// request in `message` (as JSON, in session `s1`), or 202 when `result` is `None` (a
+/// notification or response).
+pub fn upstream_reply(message: &Value, result: Option<Value>) -> axum::response::Response {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    let Some(result) = result else {
+        return (StatusCode::ACCEPTED, [("mcp-session-id", "s1")]).into_response();
+    };
+    let reply = json!({"jsonrpc": "2.0", "id": message["id"], "result": result});
+    (
+        [
+            ("mcp-session-id", "s1"),
+            ("content-type", "application/json"),
+        ],
+        reply.to_string(),
+    )
+        .into_response()
 }
 
 /// A plain-HTTP client that ignores any proxy configured in the environment.

@@ -309,6 +309,65 @@ async fn a_notification_flood_towards_a_client_that_never_reads_does_not_grow_th
     drop(unread_stream);
 }
 
+/// A service stops reading its stdin while callers keep sending requests: the gateway holds at
+/// most a bounded backlog for it (16 MiB), and calls beyond fail at once instead of piling up
+/// in gateway memory until they time out (1,200 calls of 60 KB: 72 MB if nothing were bounded).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_that_stops_reading_its_input_does_not_grow_the_gateway() {
+    let gw = Gateway::start(&hostile_service(&["--stop-reading", "40"]));
+    gw.wait_ready(&["hostile"]).await;
+    let mut c = gw.client(&gw.alice);
+    c.initialize().await;
+    echo_works(&mut c, 1).await;
+    let gateway_pid = gw.child.as_ref().expect("running").id();
+    let before = rss_kib(gateway_pid);
+    assert_eq!(
+        first_text(&tool(&mut c, "misbehave", json!({})).await),
+        "misbehaved"
+    );
+    // The service now reads nothing for 40 s. Calls of 60 KB (under the test's 64 KiB body
+    // limit), 60 at a time (under the per-principal cap of requests in progress).
+    let text = "x".repeat(60 * 1024);
+    let mut refused_at_once = 0;
+    for _ in 0..20 {
+        let calls: Vec<_> = (0..60)
+            .map(|_| {
+                let mut caller = c.clone();
+                let text = text.clone();
+                tokio::spawn(async move {
+                    let started = Instant::now();
+                    let reply = tokio::time::timeout(
+                        Duration::from_secs(1),
+                        tool(&mut caller, "echo", json!({"text": text})),
+                    )
+                    .await;
+                    (started.elapsed(), reply)
+                })
+            })
+            .collect();
+        for call in calls {
+            let (took, reply) = call.await.expect("call task");
+            if let Ok(reply) = reply
+                && reply.body["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("not reading its input"))
+                && took < Duration::from_millis(900)
+            {
+                refused_at_once += 1;
+            }
+        }
+        let now = rss_kib(gateway_pid);
+        assert!(
+            now.saturating_sub(before) < 48 * 1024,
+            "gateway grew from {before} KiB to {now} KiB holding requests for a service that reads nothing"
+        );
+    }
+    assert!(
+        refused_at_once >= 800,
+        "calls beyond the backlog fail at once: {refused_at_once} of 1200 did"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_utf8_on_stderr_does_not_stop_the_gateway_reading_it() {
     let gw = Gateway::start(&hostile_service(&["--bad-utf8-stderr"]));

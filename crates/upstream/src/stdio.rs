@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,8 @@ const MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
 /// Longest stderr line logged; the rest of the line is dropped while it is read.
 const MAX_STDERR_LINE_BYTES: usize = 4096;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bytes waiting for a child's stdin; beyond this the child is not reading, and calls fail.
+const MAX_STDIN_BACKLOG_BYTES: usize = 16 * 1024 * 1024;
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// A child that ran this long before exiting restarts with the minimum backoff again.
@@ -37,14 +40,40 @@ const HEALTHY_RUN: Duration = Duration::from_secs(60);
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
 struct Conn {
-    lines: mpsc::UnboundedSender<String>,
+    lines: Stdin,
     pending: Arc<Pending>,
     capabilities: Value,
 }
 
 impl Conn {
+    /// Queues a message for the child; false when it is gone or not reading its input.
     fn send(&self, message: &Value) -> bool {
-        self.lines.send(message.to_string()).is_ok()
+        self.lines.send(message.to_string())
+    }
+}
+
+/// Lines waiting for a child's stdin, at most [`MAX_STDIN_BACKLOG_BYTES`] of them (one line
+/// always fits): a child that stops reading its input must not make the gateway hold every
+/// request sent to it.
+#[derive(Clone)]
+struct Stdin {
+    tx: mpsc::UnboundedSender<String>,
+    queued_bytes: Arc<AtomicUsize>,
+}
+
+impl Stdin {
+    fn send(&self, line: String) -> bool {
+        let len = line.len();
+        let before = self.queued_bytes.fetch_add(len, Ordering::AcqRel);
+        if before > 0 && before + len > MAX_STDIN_BACKLOG_BYTES {
+            self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+            return false;
+        }
+        if self.tx.send(line).is_err() {
+            self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+            return false;
+        }
+        true
     }
 }
 
@@ -169,7 +198,9 @@ async fn call(
         reason: reason.to_owned(),
     };
     if !conn.send(&request) {
-        return Err(unavailable("connection closed"));
+        return Err(unavailable(
+            "connection closed, or the service is not reading its input",
+        ));
     }
     let reply = reply
         .await
@@ -354,13 +385,22 @@ fn connect(
     child: &mut Child,
     events: EventSink,
 ) -> (Conn, tokio::task::JoinHandle<()>) {
-    let (lines_tx, mut lines_rx) = mpsc::unbounded_channel::<String>();
+    let (tx, mut lines_rx) = mpsc::unbounded_channel::<String>();
+    let lines_tx = Stdin {
+        tx,
+        queued_bytes: Arc::new(AtomicUsize::new(0)),
+    };
     let pending = Arc::new(Pending::default());
     if let Some(mut stdin) = child.stdin.take() {
+        let queued_bytes = lines_tx.queued_bytes.clone();
         tokio::spawn(async move {
             while let Some(mut line) = lines_rx.recv().await {
+                let len = line.len();
                 line.push('\n');
-                if stdin.write_all(line.as_bytes()).await.is_err() || stdin.flush().await.is_err() {
+                let written =
+                    stdin.write_all(line.as_bytes()).await.is_ok() && stdin.flush().await.is_ok();
+                queued_bytes.fetch_sub(len, Ordering::AcqRel);
+                if !written {
                     break;
                 }
             }
@@ -404,13 +444,7 @@ fn connect(
     )
 }
 
-fn on_line(
-    service: &str,
-    line: &str,
-    pending: &Pending,
-    out: &mpsc::UnboundedSender<String>,
-    events: &EventSink,
-) {
+fn on_line(service: &str, line: &str, pending: &Pending, out: &Stdin, events: &EventSink) {
     if line.trim().is_empty() {
         return;
     }

@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 type Calls = Arc<Mutex<HashMap<String, usize>>>;
 
 /// A session-era HTTP upstream whose tools, prompts and resources come one per page, three
-/// pages each; it counts the list requests it gets.
-async fn paging_upstream(calls: Calls) -> String {
+/// pages each; it counts the list requests it gets. Its cursors start with `filler` bytes.
+async fn paging_upstream(calls: Calls, filler: usize) -> String {
     use axum::http::StatusCode;
 
     let post = move |body: String| {
@@ -41,7 +41,9 @@ async fn paging_upstream(calls: Calls) -> String {
             let listed = |kind: &str| {
                 let mut result = json!({ kind: [item(kind)] });
                 if page < 3 {
-                    result["nextCursor"] = json!(format!("upstream-{kind}-page-{}", page + 1));
+                    let filler = "f".repeat(filler);
+                    result["nextCursor"] =
+                        json!(format!("{filler}upstream-{kind}-page-{}", page + 1));
                 }
                 result
             };
@@ -64,7 +66,7 @@ async fn paging_upstream(calls: Calls) -> String {
 
 async fn start() -> (Gateway, Calls) {
     let calls = Calls::default();
-    let url = paging_upstream(calls.clone()).await;
+    let url = paging_upstream(calls.clone(), 0).await;
     let gw = Gateway::start(&format!(
         r#"
 [[policy.grants]]
@@ -243,4 +245,48 @@ async fn services_without_a_grant_of_the_kind_are_not_asked_and_give_no_cursor()
         }
     }
     assert_eq!(seen, ["pager.t3"]);
+}
+
+/// One service whose own cursors are longer than a gateway cursor may be (8 KiB): its listing
+/// stops after its first page (logged), and the cursor still carries the other services on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_with_overlong_cursors_does_not_break_the_others_pages() {
+    let calls = Calls::default();
+    let pager = paging_upstream(calls.clone(), 0).await;
+    let long = paging_upstream(Calls::default(), 10_000).await;
+    let gw = Gateway::start(&format!(
+        r#"
+[[policy.grants]]
+principal = "alice"
+tools = ["pager.*", "long.*"]
+
+[services.pager]
+url = "{pager}"
+
+[services.long]
+url = "{long}"
+"#
+    ));
+    gw.wait_ready(&["pager", "long"]).await;
+    let mut alice = gw.client(&gw.alice);
+    alice.initialize().await;
+    let first = alice.call("tools/list", json!({})).await;
+    let mut names = tool_names(&first);
+    let mut cursor = next_cursor(&first);
+    while !cursor.is_empty() {
+        let page = alice.call("tools/list", json!({"cursor": cursor})).await;
+        names.extend(tool_names(&page));
+        cursor = page.result()["nextCursor"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+    }
+    names.sort();
+    assert_eq!(names, ["long.t1", "pager.t1", "pager.t2", "pager.t3"]);
+    assert!(
+        gw.stderr_text()
+            .lines()
+            .any(|l| l.contains("service=long") && l.contains("cursor is too long")),
+        "the cut listing is logged"
+    );
 }

@@ -314,7 +314,7 @@ impl Gateway {
         }
         let mut result = Map::new();
         result.insert(list.items.into(), Value::Array(items));
-        if !next.is_empty() {
+        while !next.is_empty() {
             let sealed = self
                 .cursors
                 .seal(&next, &caller.principal, list)
@@ -324,7 +324,17 @@ impl Gateway {
                         "the list continues, but no cursor could be sealed",
                     ))
                 })?;
-            result.insert("nextCursor".into(), sealed.into());
+            if sealed.len() <= MAX_CURSOR_BYTES {
+                result.insert("nextCursor".into(), sealed.into());
+                break;
+            }
+            // A cursor the gateway would refuse to read back breaks every service's next page:
+            // the service with the longest cursor of its own stops here instead.
+            let longest = (0..next.len())
+                .max_by_key(|&i| next[i].1.as_ref().map_or(0, String::len))
+                .unwrap_or_default();
+            let (service, _) = next.remove(longest);
+            tracing::warn!(service = %service, method = list.method, "listing stops here: the service's cursor is too long to carry");
         }
         Ok(Value::Object(result))
     }

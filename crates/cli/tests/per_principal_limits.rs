@@ -417,3 +417,46 @@ async fn an_sse_answer_counts_as_a_request_in_progress_until_its_stream_ends() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// One session cannot hold upstream subscriptions without bound: beyond 256 a subscribe is
+/// refused with a clear error (and nothing is subscribed upstream); unsubscribing makes room.
+#[tokio::test(flavor = "multi_thread")]
+async fn resource_subscriptions_per_session_are_capped() {
+    let gw = Gateway::start(ECHO);
+    gw.wait_ready(&["echo"]).await;
+    let mut alice = gw.client(&gw.alice);
+    alice.initialize().await;
+    for i in 0..256 {
+        let reply = alice
+            .call(
+                "resources/subscribe",
+                json!({"uri": format!("echo+echo://sub/{i}")}),
+            )
+            .await;
+        assert_eq!(reply.result(), &json!({}), "subscription {i}");
+    }
+    let refused = alice
+        .call("resources/subscribe", json!({"uri": "echo+echo://sub/256"}))
+        .await;
+    assert_eq!(refused.error_code(), -32602, "{}", refused.body);
+    assert!(
+        refused.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("at most 256 resource subscriptions")),
+        "{}",
+        refused.body
+    );
+    // Subscribing again to one it holds is no new subscription.
+    let again = alice
+        .call("resources/subscribe", json!({"uri": "echo+echo://sub/0"}))
+        .await;
+    assert_eq!(again.result(), &json!({}));
+    let reply = alice
+        .call("resources/unsubscribe", json!({"uri": "echo+echo://sub/0"}))
+        .await;
+    assert_eq!(reply.result(), &json!({}));
+    let reply = alice
+        .call("resources/subscribe", json!({"uri": "echo+echo://sub/256"}))
+        .await;
+    assert_eq!(reply.result(), &json!({}), "room was made");
+}

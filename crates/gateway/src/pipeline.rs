@@ -454,10 +454,25 @@ impl Gateway {
                 ),
             )));
         }
-        let changed = if subscribe {
-            lock(&session.subscriptions).insert(public.to_owned())
-        } else {
-            lock(&session.subscriptions).remove(public)
+        let changed = {
+            let mut subscriptions = lock(&session.subscriptions);
+            if !subscribe {
+                subscriptions.remove(public)
+            } else if session.is_closed() {
+                // Its subscriptions were (or are being) released; one added now never would be.
+                return Err(Failure::Client(ErrorObject::new(
+                    error_codes::INVALID_REQUEST,
+                    "the session has ended; send initialize to start a new one",
+                )));
+            } else if subscriptions.len() >= MAX_SUBSCRIPTIONS_PER_SESSION
+                && !subscriptions.contains(public)
+            {
+                return Err(Failure::invalid_params(format!(
+                    "at most {MAX_SUBSCRIPTIONS_PER_SESSION} resource subscriptions per session; unsubscribe from one first"
+                )));
+            } else {
+                subscriptions.insert(public.to_owned())
+            }
         };
         if changed
             && let Err(e) = self
@@ -619,6 +634,10 @@ impl Gateway {
         })
     }
 }
+
+/// Resources one session may be subscribed to at once (each is upstream state and a key the
+/// notification router checks).
+const MAX_SUBSCRIPTIONS_PER_SESSION: usize = 256;
 
 /// Session-era methods that 2026-07-28 removed: a 2026 request for them is "method not found".
 const REMOVED_IN_2026: [&str; 5] = [

@@ -123,6 +123,11 @@ impl Session {
         })
     }
 
+    /// Whether the session was removed (ended, evicted, expired).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
     /// Marks the session removed and ends its stream.
     fn close(&self) {
         let mut stream = lock(&self.stream);

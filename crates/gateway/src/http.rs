@@ -246,22 +246,6 @@ pub(crate) fn hold_until_sent<H: Send + 'static>(response: Response, held: H) ->
     })
 }
 
-/// A stream that holds something (slots, a listener registration) until it is dropped.
-struct Holding<S, H> {
-    inner: S,
-    _held: H,
-}
-
-impl<S: futures::Stream + Unpin, H: Unpin> futures::Stream for Holding<S, H> {
-    type Item = S::Item;
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        self.inner.poll_next_unpin(cx)
-    }
-}
-
 fn refusal_response(refusal: Refusal) -> Response {
     let body = match refusal.id {
         Some(id) => json!({ "jsonrpc": "2.0", "id": id, "error": refusal.error.to_value() }),
@@ -836,12 +820,9 @@ async fn answer(
     });
     let stream =
         rx.map(|v| Ok::<_, Infallible>(Event::default().event("message").data(v.to_string())));
-    // Dropping the stream (the client went away) aborts the request task, which cancels the
+    // Dropping the body (the client went away) aborts the request task, which cancels the
     // upstream call, and frees the stream slot.
-    let mut response = sse(Holding {
-        inner: stream,
-        _held: (slot, AbortOnDropHandle::new(task)),
-    });
+    let mut response = hold_until_sent(sse(stream), (slot, AbortOnDropHandle::new(task)));
     response.extensions_mut().insert(AnswerStreams);
     Ok(response)
 }
@@ -909,10 +890,7 @@ fn listen(gw: &Arc<Gateway>, caller: Caller, request: RpcRequest) -> Result<Resp
     gw.audit_allowed(&caller, &request.method);
     let stream =
         rx.map(|v| Ok::<_, Infallible>(Event::default().event("message").data(v.to_string())));
-    Ok(sse(Holding {
-        inner: stream,
-        _held: (slot, registration),
-    }))
+    Ok(hold_until_sent(sse(stream), (slot, registration)))
 }
 
 fn get_stream(

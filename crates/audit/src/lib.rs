@@ -45,6 +45,15 @@ pub struct AuditRecord {
     pub agent: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
+    /// How the caller authenticated: `api_token`, `oidc`, `certificate`, `stdio`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_method: Option<&'static str>,
+    /// The OIDC issuer that vouched for the caller.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// The `jti` of the caller's token (never the token itself).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<String>,
     /// A short hash of the session id (the id itself is a handle worth keeping out of logs).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session: Option<String>,

@@ -1,21 +1,54 @@
 //! Authentication: the only place where a credential becomes a [`Principal`].
 //!
-//! Identity comes from the credential alone, never from request bodies or `_meta`. The stage is
-//! the [`Authenticator`] trait so JWT/OIDC and mTLS can replace or join API tokens without
-//! touching the rest of the request path.
+//! Identity comes from credentials alone, never from request bodies or `_meta`. The stage is
+//! the [`Authenticator`] trait; [`Chain`] tries the configured methods in a fixed order:
+//! 1. a verified client certificate that `[[auth.certificates]]` maps to a principal
+//!    (then a bearer token on the same request is refused as ambiguous);
+//! 2. else the bearer token: `mmcp_…` tokens against `[[auth.tokens]]`;
+//! 3. any other bearer token against the `[[auth.oidc]]` issuers (by its `iss` claim).
 //!
 //! API tokens are `mmcp_` + 43 characters (32 random bytes, base64url). The gateway stores only
 //! their SHA-256 hashes and looks a presented token up by its hash, so a timing difference can
 //! reveal at most bits of a hash, never of a valid token.
 
+pub mod certificate;
+
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use futures::future::BoxFuture;
 use micromcp_config::{Identity, TokenEntry, TokenHash};
 use sha2::{Digest, Sha256};
+
+pub use certificate::{CertificateMap, ClientCertificate};
+
+/// Bearer tokens longer than this are refused before any parsing.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// How the caller authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    ApiToken,
+    Oidc,
+    Certificate,
+    /// The stdio client: the identity in `[stdio]`.
+    Stdio,
+}
+
+impl AuthMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::ApiToken => "api_token",
+            AuthMethod::Oidc => "oidc",
+            AuthMethod::Certificate => "certificate",
+            AuthMethod::Stdio => "stdio",
+        }
+    }
+}
 
 /// Who is calling, as established by authentication.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,33 +57,178 @@ pub struct Principal {
     pub agent: Option<String>,
     pub tenant: Option<String>,
     pub roles: Vec<String>,
+    pub scopes: Vec<String>,
+    pub clearance: Option<String>,
+    pub method: AuthMethod,
+    /// The `iss` of an OIDC token (`None` for credentials from the config).
+    pub issuer: Option<String>,
+    /// The `jti` of an OIDC token, for the audit record (never the token).
+    pub token_id: Option<String>,
 }
 
-impl From<&Identity> for Principal {
-    fn from(i: &Identity) -> Self {
+impl Principal {
+    pub fn from_identity(i: &Identity, method: AuthMethod) -> Self {
         Self {
             user: i.principal.clone(),
             agent: i.agent.clone(),
             tenant: i.tenant.clone(),
             roles: i.roles.clone(),
+            scopes: i.scopes.clone(),
+            clearance: i.clearance.clone(),
+            method,
+            issuer: None,
+            token_id: None,
         }
+    }
+
+    /// A principal with only a user and agent (tests, tools).
+    pub fn named(user: &str, agent: Option<&str>, method: AuthMethod) -> Self {
+        Self {
+            user: user.into(),
+            agent: agent.map(Into::into),
+            tenant: None,
+            roles: Vec::new(),
+            scopes: Vec::new(),
+            clearance: None,
+            method,
+            issuer: None,
+            token_id: None,
+        }
+    }
+
+    /// Whether `other` is the same caller: same issuer, user, agent and tenant. Sessions and
+    /// quotas belong to the caller, not to one token (a refreshed token keeps its sessions).
+    pub fn same_caller(&self, other: &Principal) -> bool {
+        self.user == other.user
+            && self.agent == other.agent
+            && self.tenant == other.tenant
+            && self.issuer == other.issuer
+    }
+
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
     }
 }
 
+/// Why a request was not authenticated. The client sees only the kind (and a generic message);
+/// `reason` goes to the audit record and to `micromcp auth check`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     #[error("missing bearer token")]
     Missing,
-    #[error("the Authorization header must be \"Bearer <token>\"")]
-    Malformed,
-    #[error("invalid token")]
-    Invalid,
+    #[error("malformed credentials: {0}")]
+    Malformed(&'static str),
+    #[error("invalid token: {0}")]
+    Invalid(String),
 }
 
-/// The authentication stage: a credential in, a principal out.
+impl AuthError {
+    pub fn invalid(reason: impl Into<String>) -> Self {
+        AuthError::Invalid(reason.into())
+    }
+
+    /// What the client is told: nothing that helps forging (which check failed stays in the
+    /// audit), but enough to know whether to fetch a new token.
+    pub fn public_message(&self) -> &'static str {
+        match self {
+            AuthError::Missing => "missing bearer token",
+            AuthError::Malformed(_) => "malformed credentials",
+            AuthError::Invalid(_) => "invalid or expired token",
+        }
+    }
+}
+
+/// What a request presents.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Credentials<'a> {
+    /// The raw `Authorization` header value, if any.
+    pub authorization: Option<&'a [u8]>,
+    /// The client certificate verified in the TLS handshake, if any.
+    pub certificate: Option<&'a ClientCertificate>,
+}
+
+impl<'a> Credentials<'a> {
+    pub fn bearer(authorization: Option<&'a [u8]>) -> Self {
+        Self {
+            authorization,
+            certificate: None,
+        }
+    }
+}
+
+/// The authentication stage: credentials in, a principal out. Asynchronous because a token
+/// from an identity provider may need its key set fetched; warm paths never wait.
 pub trait Authenticator: Send + Sync {
-    /// `authorization` is the raw `Authorization` header value, if any.
-    fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Principal, AuthError>;
+    fn authenticate<'a>(
+        &'a self,
+        credentials: Credentials<'a>,
+    ) -> BoxFuture<'a, Result<Principal, AuthError>>;
+}
+
+/// Verifies bearer tokens that are not API tokens (the OIDC issuers).
+pub trait BearerVerifier: Send + Sync {
+    fn verify<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Principal, AuthError>>;
+}
+
+/// The configured methods, in the fixed order of the module documentation.
+#[derive(Default)]
+pub struct Chain {
+    pub certificates: CertificateMap,
+    pub tokens: ApiTokens,
+    pub oidc: Option<Arc<dyn BearerVerifier>>,
+}
+
+impl Authenticator for Chain {
+    fn authenticate<'a>(
+        &'a self,
+        credentials: Credentials<'a>,
+    ) -> BoxFuture<'a, Result<Principal, AuthError>> {
+        let by_certificate = credentials
+            .certificate
+            .and_then(|c| self.certificates.principal(c));
+        if let Some(principal) = by_certificate {
+            let result = match credentials.authorization {
+                None => Ok(principal),
+                Some(_) => Err(AuthError::Malformed(
+                    "both a client certificate that names a principal and a bearer token",
+                )),
+            };
+            return Box::pin(std::future::ready(result));
+        }
+        let token = match bearer_token(credentials.authorization) {
+            Ok(token) => token,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
+        if token.starts_with(API_TOKEN_PREFIX) {
+            return Box::pin(std::future::ready(self.tokens.lookup(token)));
+        }
+        match &self.oidc {
+            Some(oidc) => oidc.verify(token),
+            None => Box::pin(std::future::ready(Err(AuthError::invalid(
+                "not an API token, and no [[auth.oidc]] issuer is configured",
+            )))),
+        }
+    }
+}
+
+const API_TOKEN_PREFIX: &str = "mmcp_";
+
+/// The token of `Authorization: Bearer <token>`, refusing anything else.
+pub fn bearer_token(authorization: Option<&[u8]>) -> Result<&str, AuthError> {
+    let header = authorization.ok_or(AuthError::Missing)?;
+    if header.len() > MAX_TOKEN_BYTES + 7 {
+        return Err(AuthError::Malformed("token longer than 16 KiB"));
+    }
+    let header = std::str::from_utf8(header).map_err(|_| AuthError::Malformed("not UTF-8"))?;
+    let (scheme, token) = header.split_once(' ').ok_or(AuthError::Malformed(
+        "the Authorization header must be \"Bearer <token>\"",
+    ))?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() || token.contains(' ') {
+        return Err(AuthError::Malformed(
+            "the Authorization header must be \"Bearer <token>\"",
+        ));
+    }
+    Ok(token)
 }
 
 /// Bearer API tokens from config, held as hashes.
@@ -69,25 +247,30 @@ impl ApiTokens {
                     TokenHash::Sha256(h) => *h,
                     TokenHash::Generate(path) => *generated.get(path)?,
                 };
-                Some((hash, Principal::from(&entry.identity)))
+                Some((
+                    hash,
+                    Principal::from_identity(&entry.identity, AuthMethod::ApiToken),
+                ))
             })
             .collect();
         Self { by_hash }
     }
-}
 
-impl Authenticator for ApiTokens {
-    fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Principal, AuthError> {
-        let header = authorization.ok_or(AuthError::Missing)?;
-        let header = std::str::from_utf8(header).map_err(|_| AuthError::Malformed)?;
-        let (scheme, token) = header.split_once(' ').ok_or(AuthError::Malformed)?;
-        if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() || token.contains(' ') {
-            return Err(AuthError::Malformed);
-        }
+    fn lookup(&self, token: &str) -> Result<Principal, AuthError> {
         self.by_hash
             .get(&sha256(token.as_bytes()))
             .cloned()
-            .ok_or(AuthError::Invalid)
+            .ok_or_else(|| AuthError::invalid("no [[auth.tokens]] entry has this token's hash"))
+    }
+}
+
+impl Authenticator for ApiTokens {
+    fn authenticate<'a>(
+        &'a self,
+        credentials: Credentials<'a>,
+    ) -> BoxFuture<'a, Result<Principal, AuthError>> {
+        let result = bearer_token(credentials.authorization).and_then(|t| self.lookup(t));
+        Box::pin(std::future::ready(result))
     }
 }
 
@@ -137,6 +320,7 @@ pub fn ensure_generated(path: &Path) -> std::io::Result<([u8; 32], Option<String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::FutureExt;
 
     fn table(token: &str) -> ApiTokens {
         let identity = Identity {
@@ -144,6 +328,8 @@ mod tests {
             agent: Some("bot".into()),
             tenant: None,
             roles: vec![],
+            scopes: vec![],
+            clearance: None,
         };
         ApiTokens::new(
             &[TokenEntry {
@@ -158,35 +344,42 @@ mod tests {
     fn accepts_only_the_exact_bearer_token() {
         let (token, _) = new_token().expect("random");
         let t = table(&token);
-        let ok = t
-            .authenticate(Some(format!("Bearer {token}").as_bytes()))
-            .expect("valid");
+        let auth = |header: Option<&[u8]>| {
+            t.authenticate(Credentials::bearer(header))
+                .now_or_never()
+                .expect("API tokens never wait")
+        };
+        let ok = auth(Some(format!("Bearer {token}").as_bytes())).expect("valid");
         assert_eq!(ok.user, "alice");
-        assert!(
-            t.authenticate(Some(format!("bearer {token}").as_bytes()))
-                .is_ok()
-        );
-        assert_eq!(t.authenticate(None), Err(AuthError::Missing));
-        assert_eq!(
-            t.authenticate(Some(token.as_bytes())),
-            Err(AuthError::Malformed)
-        );
-        assert_eq!(
-            t.authenticate(Some(format!("Basic {token}").as_bytes())),
-            Err(AuthError::Malformed)
-        );
-        assert_eq!(
-            t.authenticate(Some(format!("Bearer {token}x").as_bytes())),
-            Err(AuthError::Invalid)
-        );
-        assert_eq!(
-            t.authenticate(Some(format!("Bearer  {token}").as_bytes())),
-            Err(AuthError::Malformed)
-        );
-        assert_eq!(
-            t.authenticate(Some(b"Bearer \xff")),
-            Err(AuthError::Malformed)
-        );
+        assert_eq!(ok.method, AuthMethod::ApiToken);
+        assert!(auth(Some(format!("bearer {token}").as_bytes())).is_ok());
+        assert_eq!(auth(None), Err(AuthError::Missing));
+        for malformed in [
+            token.clone(),
+            format!("Basic {token}"),
+            format!("Bearer  {token}"),
+        ] {
+            assert!(
+                matches!(
+                    auth(Some(malformed.as_bytes())),
+                    Err(AuthError::Malformed(_))
+                ),
+                "{malformed}"
+            );
+        }
+        assert!(matches!(
+            auth(Some(format!("Bearer {token}x").as_bytes())),
+            Err(AuthError::Invalid(_))
+        ));
+        assert!(matches!(
+            auth(Some(b"Bearer \xff")),
+            Err(AuthError::Malformed(_))
+        ));
+        let huge = format!("Bearer mmcp_{}", "a".repeat(MAX_TOKEN_BYTES));
+        assert!(matches!(
+            auth(Some(huge.as_bytes())),
+            Err(AuthError::Malformed(_))
+        ));
     }
 
     #[test]

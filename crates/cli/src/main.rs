@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use micromcp_auth::ApiTokens;
+use micromcp_auth::{ApiTokens, CertificateMap, Chain};
 use micromcp_config::{Config, TokenHash};
 use micromcp_gateway::Gateway;
 
@@ -187,7 +187,11 @@ async fn gateway(config_path: &Path, stdio: bool) -> anyhow::Result<ExitCode> {
     };
     fit_connections_to_file_limit(&mut config);
     let generated = materialize_generated_tokens(&config)?;
-    let authn = ApiTokens::new(&config.tokens, &generated);
+    let authn = Chain {
+        certificates: CertificateMap::new(&config.auth.certificates),
+        tokens: ApiTokens::new(&config.tokens, &generated),
+        oidc: None,
+    };
     // Audit records never share a stream with logs (stderr): stdout when serving HTTP, a file
     // beside the config when stdout is the stdio protocol stream.
     let audit_to = micromcp_audit::AuditDestination::resolve(

@@ -51,10 +51,14 @@ pub struct Config {
     pub base_dir: PathBuf,
     pub listen: Listen,
     pub gateway: GatewaySettings,
+    pub auth: AuthSettings,
     pub tokens: Vec<TokenEntry>,
     pub stdio: Option<Identity>,
     pub grants: Vec<Grant>,
+    pub scope_rules: Vec<ScopeRule>,
     pub audit: AuditSettings,
+    /// How the gateway signs the caller's identity for services.
+    pub identity: GatewayIdentity,
     pub services: BTreeMap<String, Service>,
 }
 
@@ -76,6 +80,30 @@ pub struct Listen {
     pub max_connections: usize,
     /// Open client connections from one IPv4 address or one IPv6 /64 at once.
     pub max_connections_per_address: usize,
+    /// TLS (and optionally mTLS) on the client listener; `None` is plain HTTP.
+    pub tls: Option<Tls>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Tls {
+    /// PEM certificate chain, reloaded on change or SIGHUP.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1), reloaded with the certificate.
+    pub key: PathBuf,
+    /// PEM CA certificates that client certificates must chain to.
+    pub client_ca: Option<PathBuf>,
+    pub client_auth: ClientAuth,
+}
+
+/// Whether clients must present a certificate (only with `client_ca`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// No client certificates are asked for.
+    None,
+    /// A certificate is verified when presented; connections without one are accepted.
+    Optional,
+    /// Every connection must present a certificate from `client_ca` (refused in the handshake).
+    Required,
 }
 
 #[derive(Debug, Clone)]
@@ -102,6 +130,107 @@ pub struct Identity {
     pub agent: Option<String>,
     pub tenant: Option<String>,
     pub roles: Vec<String>,
+    /// OAuth scopes this credential carries (checked against `[[policy.scopes]]`).
+    pub scopes: Vec<String>,
+    /// Data clearance passed to services that filter by it (the vector service).
+    pub clearance: Option<String>,
+}
+
+/// `[auth]`: how callers prove who they are, besides `[[auth.tokens]]`.
+#[derive(Debug, Clone, Default)]
+pub struct AuthSettings {
+    /// This gateway's MCP endpoint as clients know it (RFC 8707 resource indicator, RFC 9728
+    /// `resource`): the default audience of `[[auth.oidc]]` and the base of the metadata URL.
+    pub resource: Option<url::Url>,
+    pub oidc: Vec<OidcIssuer>,
+    /// Verified client certificates that stand for a principal.
+    pub certificates: Vec<CertificateEntry>,
+}
+
+/// One trusted OpenID provider / OAuth authorization server.
+#[derive(Debug, Clone)]
+pub struct OidcIssuer {
+    pub issuer: url::Url,
+    /// Where its keys are; `None`: from OpenID discovery (`<issuer>/.well-known/openid-configuration`).
+    pub jwks_uri: Option<url::Url>,
+    /// The `aud` a token must carry: this gateway's resource URI.
+    pub audience: String,
+    pub algorithms: Vec<JwtAlgorithm>,
+    pub clock_skew: Duration,
+    /// Claims that must be present (besides `iss`, `aud`, `exp`, `sub`, always required).
+    pub required_claims: Vec<String>,
+    pub claims: ClaimMapping,
+    /// An unknown `kid` refreshes the key set at most once per this interval.
+    pub jwks_min_refresh: Duration,
+    /// Keys are refetched after this long; on fetch failure the old set is kept until then.
+    pub jwks_max_age: Duration,
+}
+
+/// Asymmetric JWS algorithms only: `none` and HMAC cannot be configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JwtAlgorithm {
+    RS256,
+    PS256,
+    ES256,
+    EdDSA,
+}
+
+impl JwtAlgorithm {
+    pub const ALL: [JwtAlgorithm; 4] = [Self::RS256, Self::PS256, Self::ES256, Self::EdDSA];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RS256 => "RS256",
+            Self::PS256 => "PS256",
+            Self::ES256 => "ES256",
+            Self::EdDSA => "EdDSA",
+        }
+    }
+}
+
+/// Which claims make the principal.
+#[derive(Debug, Clone)]
+pub struct ClaimMapping {
+    /// Default `sub`.
+    pub user: String,
+    /// The first present of these is the agent; default `azp`, `client_id`.
+    pub agent: Vec<String>,
+    pub tenant: Option<String>,
+    /// A string array claim; default none.
+    pub roles: Option<String>,
+    /// Space-separated string or string array; default `scope`.
+    pub scopes: String,
+    pub clearance: Option<String>,
+}
+
+/// A client certificate that authenticates a principal: matched on a SAN or the subject CN
+/// of a certificate that chains to `listen.tls.client_ca`.
+#[derive(Debug, Clone)]
+pub struct CertificateEntry {
+    pub id: CertificateId,
+    pub identity: Identity,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertificateId {
+    /// A URI SAN, such as a SPIFFE id `spiffe://trust-domain/path`.
+    Uri(String),
+    Dns(String),
+    CommonName(String),
+}
+
+/// `[identity]`: the tokens the gateway signs to tell services who is calling.
+#[derive(Debug, Clone)]
+pub struct GatewayIdentity {
+    /// `iss` of the tokens; default: the origin of `auth.resource`, else `micromcp`.
+    pub issuer: String,
+    /// PKCS#8 PEM (Ed25519 or P-256). `None`: a key made at start (tokens don't verify after
+    /// a restart; fine for built-ins, which are restarted with the gateway).
+    pub signing_key: Option<Secret>,
+    /// Older keys still published at `/.well-known/jwks.json` during a rotation.
+    pub previous_keys: Vec<Secret>,
+    /// Lifetime of each token (at most 5 minutes).
+    pub lifetime: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -122,8 +251,25 @@ pub enum TokenHash {
 /// `<service>.<name>` globs where `*` matches any run of characters.
 #[derive(Debug, Clone)]
 pub struct Grant {
-    pub principal: String,
+    /// `None`: any principal that matches the other conditions.
+    pub principal: Option<String>,
     pub agent: Option<String>,
+    /// Only principals authenticated by this issuer (an `[[auth.oidc]]` issuer).
+    pub issuer: Option<String>,
+    pub tenant: Option<String>,
+    /// The principal holds at least one of these roles (empty: no condition).
+    pub roles: Vec<String>,
+    /// The principal holds all of these scopes.
+    pub scopes: Vec<String>,
+    pub tools: Vec<String>,
+    pub prompts: Vec<String>,
+    pub resources: Vec<String>,
+}
+
+/// `[[policy.scopes]]`: OAuth scopes needed to use what the patterns match (all of them).
+#[derive(Debug, Clone)]
+pub struct ScopeRule {
+    pub scopes: Vec<String>,
     pub tools: Vec<String>,
     pub prompts: Vec<String>,
     pub resources: Vec<String>,
@@ -142,6 +288,19 @@ pub struct Service {
     pub prefix: bool,
     /// The protocol version the gateway speaks to this service.
     pub protocol: UpstreamProtocol,
+    /// What the service is told about the caller.
+    pub identity: ServiceIdentity,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceIdentity {
+    /// Nothing (the service sees only the gateway).
+    None,
+    /// HTTP services: a short-lived token signed by the gateway in `Authorization: Bearer`.
+    Jwt,
+    /// Built-in services that use the caller's identity: a signed identity in each request's
+    /// `_meta`, bound to that request.
+    Signed,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -21,6 +21,15 @@ pub struct RawListen {
     pub body_timeout: Option<String>,
     pub max_connections: Option<u64>,
     pub max_connections_per_address: Option<u64>,
+    pub tls: Option<RawTls>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawTls {
+    pub cert: String,
+    pub key: String,
+    pub client_ca: Option<String>,
+    pub client_auth: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -41,6 +50,62 @@ pub struct RawIdentity {
     pub agent: Option<String>,
     pub tenant: Option<String>,
     pub roles: Option<Vec<String>>,
+    pub scopes: Option<Vec<String>>,
+    pub clearance: Option<String>,
+}
+
+/// `[auth]` keys other than the `[[auth.*]]` arrays.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawAuth {
+    pub resource: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawOidc {
+    pub issuer: String,
+    pub jwks_uri: Option<String>,
+    pub audience: Option<String>,
+    pub algorithms: Option<Vec<String>>,
+    pub clock_skew: Option<String>,
+    pub required_claims: Option<Vec<String>>,
+    pub jwks_min_refresh: Option<String>,
+    pub jwks_max_age: Option<String>,
+    pub claims: Option<RawClaims>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawClaims {
+    pub user: Option<String>,
+    pub agent: Option<Vec<String>>,
+    pub tenant: Option<String>,
+    pub roles: Option<String>,
+    pub scopes: Option<String>,
+    pub clearance: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawCertificate {
+    #[serde(flatten)]
+    pub identity: RawIdentity,
+    pub uri: Option<String>,
+    pub dns: Option<String>,
+    pub common_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawScopeRule {
+    pub scopes: Vec<String>,
+    pub tools: Option<Vec<String>>,
+    pub prompts: Option<Vec<String>>,
+    pub resources: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawGatewayIdentity {
+    pub issuer: Option<String>,
+    pub signing_key: Option<String>,
+    pub previous_keys: Option<Vec<String>>,
+    pub lifetime: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -52,8 +117,12 @@ pub struct RawToken {
 
 #[derive(Debug, Deserialize)]
 pub struct RawGrant {
-    pub principal: String,
+    pub principal: Option<String>,
     pub agent: Option<String>,
+    pub issuer: Option<String>,
+    pub tenant: Option<String>,
+    pub roles: Option<Vec<String>>,
+    pub scopes: Option<Vec<String>>,
     pub tools: Option<Vec<String>>,
     pub prompts: Option<Vec<String>>,
     pub resources: Option<Vec<String>>,
@@ -76,6 +145,7 @@ pub struct RawService {
     pub timeout: Option<String>,
     pub prefix: Option<bool>,
     pub protocol: Option<String>,
+    pub identity: Option<String>,
 }
 
 /// The whole file. Entries that failed to deserialize are absent (their errors are recorded);
@@ -84,16 +154,21 @@ pub struct RawService {
 pub struct RawConfig {
     pub listen: RawListen,
     pub gateway: RawGateway,
+    pub auth: RawAuth,
     pub tokens: Vec<(String, RawToken)>,
+    pub oidc: Vec<(String, RawOidc)>,
+    pub certificates: Vec<(String, RawCertificate)>,
     pub stdio: Option<RawIdentity>,
     pub grants: Vec<(String, RawGrant)>,
+    pub scope_rules: Vec<(String, RawScopeRule)>,
+    pub identity: RawGatewayIdentity,
     pub audit: RawAudit,
     pub services: BTreeMap<String, RawService>,
     pub service_names: BTreeSet<String>,
 }
 
-const TOP_LEVEL_KEYS: [&str; 7] = [
-    "listen", "gateway", "auth", "stdio", "policy", "audit", "services",
+const TOP_LEVEL_KEYS: [&str; 8] = [
+    "listen", "gateway", "auth", "stdio", "policy", "audit", "identity", "services",
 ];
 
 pub fn parse(text: &str) -> (RawConfig, Vec<ConfigError>) {
@@ -122,8 +197,22 @@ pub fn parse(text: &str) -> (RawConfig, Vec<ConfigError>) {
     raw.gateway = section(table.remove("gateway"), "gateway", &mut errors).unwrap_or_default();
     raw.audit = section(table.remove("audit"), "audit", &mut errors).unwrap_or_default();
     raw.stdio = section(table.remove("stdio"), "stdio", &mut errors);
-    raw.tokens = entries(table.remove("auth"), "auth", "tokens", &mut errors);
-    raw.grants = entries(table.remove("policy"), "policy", "grants", &mut errors);
+    raw.identity = section(table.remove("identity"), "identity", &mut errors).unwrap_or_default();
+    let mut auth = table_of(table.remove("auth"), "auth", &mut errors);
+    raw.tokens = entries(auth.remove("tokens"), "auth.tokens", &mut errors);
+    raw.oidc = entries(auth.remove("oidc"), "auth.oidc", &mut errors);
+    raw.certificates = entries(
+        auth.remove("certificates"),
+        "auth.certificates",
+        &mut errors,
+    );
+    raw.auth = section(Some(toml::Value::Table(auth)), "auth", &mut errors).unwrap_or_default();
+    let mut policy = table_of(table.remove("policy"), "policy", &mut errors);
+    raw.grants = entries(policy.remove("grants"), "policy.grants", &mut errors);
+    raw.scope_rules = entries(policy.remove("scopes"), "policy.scopes", &mut errors);
+    for other in policy.keys() {
+        errors.push(err(&format!("policy.{other}"), "unknown key"));
+    }
     match table.remove("services") {
         None => {}
         Some(toml::Value::Table(services)) => {
@@ -140,37 +229,38 @@ pub fn parse(text: &str) -> (RawConfig, Vec<ConfigError>) {
     (raw, errors)
 }
 
-/// Reads `[[<table>.<key>]]` entries, each on its own, tagging each with its key path.
+/// A section that must be a table (absent: empty).
+fn table_of(value: Option<toml::Value>, path: &str, errors: &mut Vec<ConfigError>) -> toml::Table {
+    match value {
+        None => toml::Table::new(),
+        Some(toml::Value::Table(t)) => t,
+        Some(_) => {
+            errors.push(err(path, "must be a table"));
+            toml::Table::new()
+        }
+    }
+}
+
+/// Reads `[[<path>]]` entries, each on its own, tagging each with its key path.
 fn entries<T: DeserializeOwned>(
     value: Option<toml::Value>,
-    table: &str,
-    key: &str,
+    path: &str,
     errors: &mut Vec<ConfigError>,
 ) -> Vec<(String, T)> {
-    let Some(value) = value else {
-        return Vec::new();
-    };
-    let toml::Value::Table(mut t) = value else {
-        errors.push(err(table, "must be a table"));
-        return Vec::new();
-    };
-    for other in t.keys().filter(|k| *k != key) {
-        errors.push(err(&format!("{table}.{other}"), "unknown key"));
-    }
-    match t.remove(key) {
+    match value {
         None => Vec::new(),
         Some(toml::Value::Array(items)) => items
             .into_iter()
             .enumerate()
             .filter_map(|(i, item)| {
-                let path = format!("{table}.{key}[{i}]");
+                let path = format!("{path}[{i}]");
                 section(Some(item), &path, errors).map(|v| (path, v))
             })
             .collect(),
         Some(_) => {
             errors.push(err(
-                &format!("{table}.{key}"),
-                &format!("must be an array of tables ([[{table}.{key}]])"),
+                path,
+                &format!("must be an array of tables ([[{path}]])"),
             ));
             Vec::new()
         }

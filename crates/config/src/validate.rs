@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use micromcp_protocol::names::{is_valid_separator, is_valid_service_name};
 
-use crate::raw::{RawConfig, RawIdentity, RawService};
+use crate::raw::{RawConfig, RawIdentity, RawOidc, RawService};
 use crate::*;
 
+/// Built-ins that read the caller's identity (they get it signed in each request's `_meta`).
+const BUILTINS_USING_IDENTITY: [&str; 1] = ["vector"];
 const DEFAULT_ADDR: &str = "127.0.0.1:8080";
 const DEFAULT_MAX_BODY: u64 = 4 * 1024 * 1024;
 const DEFAULT_MAX_DEPTH: u64 = 64;
@@ -41,7 +43,6 @@ impl Errors<'_> {
 
 pub fn validate(raw: RawConfig, base_dir: &Path, errors: &mut Vec<ConfigError>) -> Option<Config> {
     let mut e = Errors(errors);
-    let listen = listen(&raw, &mut e);
     let gateway = gateway(&raw, &mut e);
 
     let tokens = raw
@@ -61,42 +62,123 @@ pub fn validate(raw: RawConfig, base_dir: &Path, errors: &mut Vec<ConfigError>) 
         .as_ref()
         .and_then(|i| identity(i, "stdio", &mut e));
 
+    let auth = auth(&raw, &mut e);
+    let certificates = raw
+        .certificates
+        .iter()
+        .filter_map(|(path, c)| {
+            let identity = identity(&c.identity, path, &mut e);
+            let ids: Vec<CertificateId> = [
+                c.uri.clone().map(CertificateId::Uri),
+                c.dns.clone().map(CertificateId::Dns),
+                c.common_name.clone().map(CertificateId::CommonName),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            if ids.len() != 1 {
+                e.push(
+                    path,
+                    "set exactly one of uri (a URI SAN such as spiffe://…), dns or common_name",
+                );
+            }
+            Some(CertificateEntry {
+                id: ids.into_iter().next()?,
+                identity: identity?,
+            })
+        })
+        .collect::<Vec<_>>();
+    if !certificates.is_empty()
+        && raw
+            .listen
+            .tls
+            .as_ref()
+            .is_none_or(|t| t.client_ca.is_none())
+    {
+        e.push(
+            "auth.certificates",
+            "client certificates are only verified with listen.tls.client_ca set",
+        );
+    }
+    let auth = AuthSettings {
+        certificates,
+        ..auth
+    };
+
+    // Principals from outside the config (an identity provider, certificates) cannot be
+    // checked by name.
+    let open_principals = !auth.oidc.is_empty();
     let known_principals: Vec<&str> = tokens
         .iter()
         .map(|t| t.identity.principal.as_str())
+        .chain(
+            auth.certificates
+                .iter()
+                .map(|c| c.identity.principal.as_str()),
+        )
         .chain(stdio.iter().map(|s| s.principal.as_str()))
         .collect();
     let grants = raw
         .grants
         .iter()
         .map(|(path, g)| {
-            if !known_principals.contains(&g.principal.as_str()) {
+            if let Some(principal) = &g.principal
+                && !open_principals
+                && !known_principals.contains(&principal.as_str())
+            {
                 e.push(
                     format!("{path}.principal"),
-                    format!(
-                        "no token or [stdio] identity has principal {:?}",
-                        g.principal
-                    ),
+                    format!("no token, certificate or [stdio] identity has principal {principal:?}"),
                 );
             }
-            let mut patterns = |kind: &str, list: &Option<Vec<String>>| {
-                let list = list.clone().unwrap_or_default();
-                for (i, p) in list.iter().enumerate() {
-                    if let Err(msg) = check_pattern(p, kind, &raw, &gateway.separator) {
-                        e.push(format!("{path}.{kind}[{i}]"), msg);
-                    }
-                }
-                list
-            };
+            if g.principal.is_none()
+                && g.issuer.is_none()
+                && g.tenant.is_none()
+                && g.roles.as_ref().is_none_or(Vec::is_empty)
+                && g.scopes.as_ref().is_none_or(Vec::is_empty)
+            {
+                e.push(
+                    path,
+                    "a grant names who it is for: principal, or at least one of issuer, tenant, roles, scopes",
+                );
+            }
+            if let Some(issuer) = &g.issuer
+                && !auth.oidc.iter().any(|o| o.issuer.as_str() == issuer || o.issuer.as_str().trim_end_matches('/') == issuer)
+            {
+                e.push(format!("{path}.issuer"), format!("no [[auth.oidc]] has issuer {issuer:?}"));
+            }
             Grant {
                 principal: g.principal.clone(),
                 agent: g.agent.clone(),
-                tools: patterns("tools", &g.tools),
-                prompts: patterns("prompts", &g.prompts),
-                resources: patterns("resources", &g.resources),
+                issuer: g.issuer.clone(),
+                tenant: g.tenant.clone(),
+                roles: g.roles.clone().unwrap_or_default(),
+                scopes: g.scopes.clone().unwrap_or_default(),
+                tools: patterns(&raw, &gateway.separator, path, "tools", &g.tools, &mut e),
+                prompts: patterns(&raw, &gateway.separator, path, "prompts", &g.prompts, &mut e),
+                resources: patterns(&raw, &gateway.separator, path, "resources", &g.resources, &mut e),
             }
         })
         .collect();
+    let scope_rules = raw
+        .scope_rules
+        .iter()
+        .map(|(path, r)| {
+            if r.scopes.is_empty() || r.scopes.iter().any(|s| !is_scope_token(s)) {
+                e.push(
+                    format!("{path}.scopes"),
+                    "one or more scope names (printable ASCII without spaces, quotes or backslashes)",
+                );
+            }
+            ScopeRule {
+                scopes: r.scopes.clone(),
+                tools: patterns(&raw, &gateway.separator, path, "tools", &r.tools, &mut e),
+                prompts: patterns(&raw, &gateway.separator, path, "prompts", &r.prompts, &mut e),
+                resources: patterns(&raw, &gateway.separator, path, "resources", &r.resources, &mut e),
+            }
+        })
+        .collect();
+    let identity_settings = gateway_identity(&raw, auth.resource.as_ref(), base_dir, &mut e);
 
     let audit = AuditSettings {
         file: raw.audit.file.as_ref().map(|f| base_dir.join(f)),
@@ -119,23 +201,27 @@ pub fn validate(raw: RawConfig, base_dir: &Path, errors: &mut Vec<ConfigError>) 
     if unprefixed > 0 && services.len() > 1 {
         e.push("services", "prefix = false is only allowed when a single service is configured (names would collide)");
     }
-    if tokens.is_empty() && stdio.is_none() {
-        e.push("auth.tokens", "no credential is configured: add [[auth.tokens]] (see `micromcp token new`) or [stdio]");
+    if tokens.is_empty() && stdio.is_none() && auth.oidc.is_empty() && auth.certificates.is_empty()
+    {
+        e.push("auth.tokens", "no credential is configured: add [[auth.tokens]] (see `micromcp token new`), [[auth.oidc]], [[auth.certificates]] or [stdio]");
     }
 
     Some(Config {
         base_dir: base_dir.to_owned(),
-        listen: listen?,
+        listen: listen(&raw, base_dir, &mut e)?,
         gateway,
+        auth,
         tokens,
         stdio,
         grants,
+        scope_rules,
         audit,
+        identity: identity_settings,
         services,
     })
 }
 
-fn listen(raw: &RawConfig, e: &mut Errors) -> Option<Listen> {
+fn listen(raw: &RawConfig, base_dir: &Path, e: &mut Errors) -> Option<Listen> {
     let l = &raw.listen;
     let addr_text = l.addr.as_deref().unwrap_or(DEFAULT_ADDR);
     let addr = addr_text
@@ -210,7 +296,281 @@ fn listen(raw: &RawConfig, e: &mut Errors) -> Option<Listen> {
         allowed_origins: l.allowed_origins.clone().unwrap_or_default(),
         max_body_bytes: usize::try_from(max_body).unwrap_or(usize::MAX),
         max_json_depth: usize::try_from(depth).unwrap_or(64),
+        tls: l.tls.as_ref().map(|t| tls(t, base_dir, e)),
     })
+}
+
+fn tls(t: &crate::raw::RawTls, base_dir: &Path, e: &mut Errors) -> Tls {
+    let client_auth = match (t.client_auth.as_deref(), t.client_ca.is_some()) {
+        (None, false) | (Some("none"), _) => ClientAuth::None,
+        (None, true) | (Some("optional"), true) => ClientAuth::Optional,
+        (Some("required"), true) => ClientAuth::Required,
+        (Some("optional" | "required"), false) => {
+            e.push("listen.tls.client_auth", "needs listen.tls.client_ca");
+            ClientAuth::None
+        }
+        (Some(other), _) => {
+            e.push(
+                "listen.tls.client_auth",
+                format!("{other:?} is not one of \"none\", \"optional\", \"required\""),
+            );
+            ClientAuth::None
+        }
+    };
+    Tls {
+        cert: base_dir.join(&t.cert),
+        key: base_dir.join(&t.key),
+        client_ca: t.client_ca.as_ref().map(|c| base_dir.join(c)),
+        client_auth,
+    }
+}
+
+fn auth(raw: &RawConfig, e: &mut Errors) -> AuthSettings {
+    let resource = raw.auth.resource.as_deref().and_then(|text| {
+        match url::Url::parse(text) {
+            Ok(url)
+                if matches!(url.scheme(), "http" | "https")
+                    && url.fragment().is_none()
+                    && url.query().is_none()
+                    && url.username().is_empty() =>
+            {
+                Some(url)
+            }
+            _ => {
+                e.push(
+                    "auth.resource",
+                    "must be this gateway's MCP endpoint as clients reach it, e.g. \"https://mcp.example.com/mcp\" (no query or fragment)",
+                );
+                None
+            }
+        }
+    });
+    if !raw.oidc.is_empty() && raw.auth.resource.is_none() {
+        e.push(
+            "auth.resource",
+            "required with [[auth.oidc]]: this gateway's MCP endpoint URL, the audience tokens must be minted for",
+        );
+    }
+    let oidc = raw
+        .oidc
+        .iter()
+        .filter_map(|(path, o)| oidc(o, path, resource.as_ref(), e))
+        .collect();
+    AuthSettings {
+        resource,
+        oidc,
+        certificates: Vec::new(),
+    }
+}
+
+fn oidc(
+    o: &RawOidc,
+    path: &str,
+    resource: Option<&url::Url>,
+    e: &mut Errors,
+) -> Option<OidcIssuer> {
+    let fetchable = |key: &str, text: &str, e: &mut Errors| match url::Url::parse(text) {
+        Ok(url) if url.scheme() == "https" || (url.scheme() == "http" && is_loopback_url(&url)) => {
+            Some(url)
+        }
+        Ok(_) => {
+            e.push(
+                format!("{path}.{key}"),
+                "must be an https:// URL (http:// only for a loopback address, for tests)",
+            );
+            None
+        }
+        Err(err) => {
+            e.push(format!("{path}.{key}"), format!("not a valid URL: {err}"));
+            None
+        }
+    };
+    let issuer = fetchable("issuer", &o.issuer, e);
+    let jwks_uri = o
+        .jwks_uri
+        .as_deref()
+        .and_then(|j| fetchable("jwks_uri", j, e));
+    if let (Some(issuer), Some(jwks)) = (&issuer, &jwks_uri)
+        && issuer.host() != jwks.host()
+    {
+        e.push(
+            format!("{path}.jwks_uri"),
+            "must be on the issuer's host (keys are fetched from nowhere else)",
+        );
+    }
+    let algorithms = match &o.algorithms {
+        None => JwtAlgorithm::ALL.to_vec(),
+        Some(list) => list
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| {
+                let found = JwtAlgorithm::ALL.into_iter().find(|k| k.as_str() == a);
+                if found.is_none() {
+                    e.push(
+                        format!("{path}.algorithms[{i}]"),
+                        format!("{a:?} is not allowed: only RS256, PS256, ES256 and EdDSA (never none or HS*)"),
+                    );
+                }
+                found
+            })
+            .collect(),
+    };
+    let claims = o.claims.as_ref();
+    let claim_name = |v: Option<&String>| v.cloned();
+    let mapping = ClaimMapping {
+        user: claims
+            .and_then(|c| claim_name(c.user.as_ref()))
+            .unwrap_or_else(|| "sub".into()),
+        agent: claims
+            .and_then(|c| c.agent.clone())
+            .unwrap_or_else(|| vec!["azp".into(), "client_id".into()]),
+        tenant: claims.and_then(|c| claim_name(c.tenant.as_ref())),
+        roles: claims.and_then(|c| claim_name(c.roles.as_ref())),
+        scopes: claims
+            .and_then(|c| claim_name(c.scopes.as_ref()))
+            .unwrap_or_else(|| "scope".into()),
+        clearance: claims.and_then(|c| claim_name(c.clearance.as_ref())),
+    };
+    let audience = o
+        .audience
+        .clone()
+        .or_else(|| resource.map(url::Url::to_string));
+    Some(OidcIssuer {
+        issuer: issuer?,
+        jwks_uri,
+        audience: audience?,
+        algorithms,
+        clock_skew: bounded_duration(
+            o.clock_skew.as_deref(),
+            &format!("{path}.clock_skew"),
+            Duration::from_secs(60),
+            Duration::ZERO,
+            Duration::from_secs(300),
+            e,
+        ),
+        required_claims: o.required_claims.clone().unwrap_or_default(),
+        claims: mapping,
+        jwks_min_refresh: duration(
+            o.jwks_min_refresh.as_deref(),
+            &format!("{path}.jwks_min_refresh"),
+            Duration::from_secs(30),
+            e,
+        ),
+        jwks_max_age: duration(
+            o.jwks_max_age.as_deref(),
+            &format!("{path}.jwks_max_age"),
+            Duration::from_secs(3600),
+            e,
+        ),
+    })
+}
+
+fn is_loopback_url(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    }
+}
+
+/// RFC 6749 scope-token: printable ASCII except space, `"` and `\`.
+fn is_scope_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\')
+}
+
+fn gateway_identity(
+    raw: &RawConfig,
+    resource: Option<&url::Url>,
+    base_dir: &Path,
+    e: &mut Errors,
+) -> GatewayIdentity {
+    let i = &raw.identity;
+    let key = |text: &str, path: &str, e: &mut Errors| match SecretRef::parse(text) {
+        SecretRef::Literal(_) => {
+            e.push(
+                path,
+                "a private key is given by reference: \"file:PATH\" or \"env:NAME\"",
+            );
+            None
+        }
+        r => r.resolve(base_dir).map_err(|m| e.push(path, m)).ok(),
+    };
+    GatewayIdentity {
+        issuer: i.issuer.clone().unwrap_or_else(|| {
+            resource.map_or_else(|| "micromcp".into(), |r| r.origin().ascii_serialization())
+        }),
+        signing_key: i
+            .signing_key
+            .as_deref()
+            .and_then(|k| key(k, "identity.signing_key", e)),
+        previous_keys: i
+            .previous_keys
+            .iter()
+            .flatten()
+            .enumerate()
+            .filter_map(|(n, k)| key(k, &format!("identity.previous_keys[{n}]"), e))
+            .collect(),
+        lifetime: bounded_duration(
+            i.lifetime.as_deref(),
+            "identity.lifetime",
+            Duration::from_secs(60),
+            Duration::from_secs(5),
+            Duration::from_secs(300),
+            e,
+        ),
+    }
+}
+
+fn bounded_duration(
+    text: Option<&str>,
+    path: &str,
+    default: Duration,
+    min: Duration,
+    max: Duration,
+    e: &mut Errors,
+) -> Duration {
+    let Some(text) = text else { return default };
+    match humantime::parse_duration(text) {
+        Ok(d) if d >= min && d <= max => d,
+        Ok(_) => {
+            e.push(
+                path,
+                format!(
+                    "must be between {} and {}",
+                    humantime::format_duration(min),
+                    humantime::format_duration(max)
+                ),
+            );
+            default
+        }
+        Err(_) => {
+            e.push(
+                path,
+                format!("{text:?} is not a duration (e.g. \"30s\", \"2m\")"),
+            );
+            default
+        }
+    }
+}
+
+fn patterns(
+    raw: &RawConfig,
+    separator: &str,
+    path: &str,
+    kind: &str,
+    list: &Option<Vec<String>>,
+    e: &mut Errors,
+) -> Vec<String> {
+    let list = list.clone().unwrap_or_default();
+    for (i, p) in list.iter().enumerate() {
+        if let Err(msg) = check_pattern(p, kind, raw, separator) {
+            e.push(format!("{path}.{kind}[{i}]"), msg);
+        }
+    }
+    list
 }
 
 fn gateway(raw: &RawConfig, e: &mut Errors) -> GatewaySettings {
@@ -311,11 +671,22 @@ fn identity(raw: &RawIdentity, path: &str, e: &mut Errors) -> Option<Identity> {
             ok = false;
         }
     }
+    for (i, scope) in raw.scopes.iter().flatten().enumerate() {
+        if !is_scope_token(scope) {
+            e.push(
+                format!("{path}.scopes[{i}]"),
+                "a scope is printable ASCII without spaces, quotes or backslashes",
+            );
+            ok = false;
+        }
+    }
     ok.then(|| Identity {
         principal: raw.principal.clone(),
         agent: raw.agent.clone(),
         tenant: raw.tenant.clone(),
         roles: raw.roles.clone().unwrap_or_default(),
+        scopes: raw.scopes.clone().unwrap_or_default(),
+        clearance: raw.clearance.clone(),
     })
 }
 
@@ -463,11 +834,40 @@ fn service(
         );
         ServiceTransport::Http { url: url?, headers }
     };
+    let identity = match (s.identity.as_deref(), &transport) {
+        (None | Some("none"), ServiceTransport::Builtin { name, .. })
+            if s.identity.is_none() && BUILTINS_USING_IDENTITY.contains(&name.as_str()) =>
+        {
+            ServiceIdentity::Signed
+        }
+        (None | Some("none"), _) => ServiceIdentity::None,
+        (Some("jwt"), ServiceTransport::Http { headers, .. }) => {
+            if headers
+                .keys()
+                .any(|k| k.eq_ignore_ascii_case("authorization"))
+            {
+                e.push(
+                    format!("{path}.identity"),
+                    "identity = \"jwt\" sends the gateway's token in Authorization; remove the Authorization header",
+                );
+            }
+            ServiceIdentity::Jwt
+        }
+        (Some("signed"), ServiceTransport::Builtin { .. }) => ServiceIdentity::Signed,
+        (Some(other), _) => {
+            e.push(
+                format!("{path}.identity"),
+                format!("{other:?}: \"jwt\" is for url services, \"signed\" for built-ins, \"none\" for any"),
+            );
+            ServiceIdentity::None
+        }
+    };
     Some(Service {
         transport,
         call_timeout,
         prefix: s.prefix.unwrap_or(true),
         protocol,
+        identity,
     })
 }
 

@@ -367,10 +367,8 @@ mod tests {
 
     fn principal(user: &str, agent: Option<&str>) -> Principal {
         Principal {
-            user: user.into(),
-            agent: agent.map(Into::into),
             tenant: Some("acme".into()),
-            roles: vec![],
+            ..Principal::named(user, agent, micromcp_auth::AuthMethod::ApiToken)
         }
     }
 

@@ -38,7 +38,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use futures::{FutureExt, StreamExt};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use micromcp_auth::{AuthError, Principal};
+use micromcp_auth::{AuthError, ClientCertificate, Credentials, Principal};
 use micromcp_protocol::era::{supported_versions, unsupported_version};
 use micromcp_protocol::headers::decode_value;
 use micromcp_protocol::jsonrpc::error_without_id;
@@ -63,9 +63,15 @@ const META_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
 
 type Gw = State<Arc<Gateway>>;
 
-/// The HTTP routes: `/mcp`, `/healthz`, `/readyz`.
+/// The HTTP routes: `/mcp`, `/healthz`, `/readyz`, and the OAuth protected resource metadata.
 pub(crate) fn router(gateway: Arc<Gateway>) -> Router {
-    Router::new()
+    let mut router = Router::new();
+    if let Some(path) = crate::oauth::metadata_path(&gateway.config) {
+        router = router
+            .route(crate::oauth::METADATA_ROOT, get(crate::oauth::metadata))
+            .route(&path, get(crate::oauth::metadata));
+    }
+    router
         .route("/mcp", any(mcp))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -125,6 +131,8 @@ struct Refusal {
     rule: &'static str,
     id: Option<Value>,
     extra: Option<(header::HeaderName, HeaderValue)>,
+    /// What the audit record says when it must say more than the client is told.
+    audit_reason: Option<String>,
 }
 
 impl Refusal {
@@ -135,6 +143,7 @@ impl Refusal {
             rule,
             id: None,
             extra: None,
+            audit_reason: None,
         }
     }
 }
@@ -148,32 +157,41 @@ async fn mcp(State(gw): Gw, request: Request) -> Response {
     // answer when its stream ends (the request runs on in a task).
     let mut in_progress: Option<Slot> = None;
     let mut connection_busy: Option<Busy> = None;
-    let outcome =
-        match check_transport(&gw, &request).and_then(|()| authenticate(&gw, request.headers())) {
-            Err(refusal) => Err(refusal),
-            Ok(p) => {
-                principal = Some(p.clone());
-                // From here the connection has a request worth keeping open at the cap.
-                connection_busy = request
-                    .extensions()
-                    .get::<Arc<Activity>>()
-                    .cloned()
-                    .map(Busy::new);
-                in_progress = gw.limits.requests.try_acquire(&p);
-                match method {
-                    _ if in_progress.is_none() => Err(request_limit(&gw)),
-                    Method::POST => post(&gw, p, request, &mut rpc_method).await,
-                    Method::GET => get_stream(&gw, &p, request.headers()),
-                    Method::DELETE => delete(&gw, &p, request.headers()).await,
-                    _ => Err(Refusal::new(
-                        StatusCode::METHOD_NOT_ALLOWED,
-                        error_codes::INVALID_REQUEST,
-                        "http-method",
-                        "use POST, GET or DELETE",
-                    )),
-                }
+    let authenticated = match check_transport(&gw, &request) {
+        Ok(()) => {
+            let certificate = request
+                .extensions()
+                .get::<Arc<ClientCertificate>>()
+                .cloned();
+            authenticate(&gw, request.headers(), certificate.as_deref()).await
+        }
+        Err(refusal) => Err(refusal),
+    };
+    let outcome = match authenticated {
+        Err(refusal) => Err(refusal),
+        Ok(p) => {
+            principal = Some(p.clone());
+            // From here the connection has a request worth keeping open at the cap.
+            connection_busy = request
+                .extensions()
+                .get::<Arc<Activity>>()
+                .cloned()
+                .map(Busy::new);
+            in_progress = gw.limits.requests.try_acquire(&p);
+            match method {
+                _ if in_progress.is_none() => Err(request_limit(&gw)),
+                Method::POST => post(&gw, p, request, &mut rpc_method).await,
+                Method::GET => get_stream(&gw, &p, request.headers()),
+                Method::DELETE => delete(&gw, &p, request.headers()).await,
+                _ => Err(Refusal::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    error_codes::INVALID_REQUEST,
+                    "http-method",
+                    "use POST, GET or DELETE",
+                )),
             }
-        };
+        }
+    };
     match outcome {
         Ok(response) => {
             let answer_streams = response.extensions().get::<AnswerStreams>().is_some();
@@ -190,7 +208,10 @@ async fn mcp(State(gw): Gw, request: Request) -> Response {
                 rpc_method.as_deref(),
                 Some(refusal.status.as_u16()),
                 refusal.rule,
-                &refusal.error.message,
+                refusal
+                    .audit_reason
+                    .as_deref()
+                    .unwrap_or(&refusal.error.message),
                 started,
             );
             refusal_response(refusal)
@@ -324,7 +345,11 @@ fn check_transport(gw: &Gateway, request: &Request) -> Result<(), Refusal> {
     Ok(())
 }
 
-fn authenticate(gw: &Gateway, headers: &HeaderMap) -> Result<Principal, Refusal> {
+async fn authenticate(
+    gw: &Gateway,
+    headers: &HeaderMap,
+    certificate: Option<&ClientCertificate>,
+) -> Result<Principal, Refusal> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let first = values.next();
     if values.next().is_some() {
@@ -335,26 +360,29 @@ fn authenticate(gw: &Gateway, headers: &HeaderMap) -> Result<Principal, Refusal>
             "more than one Authorization header",
         ));
     }
-    gw.authn
-        .authenticate(first.map(HeaderValue::as_bytes))
-        .map_err(|e| {
-            let challenge = match e {
-                AuthError::Missing => "Bearer realm=\"micromcp\"",
-                AuthError::Malformed => "Bearer realm=\"micromcp\", error=\"invalid_request\"",
-                AuthError::Invalid => "Bearer realm=\"micromcp\", error=\"invalid_token\"",
-            };
-            let mut refusal = Refusal::new(
-                StatusCode::UNAUTHORIZED,
-                error_codes::SERVER_ERROR,
-                "auth",
-                format!("unauthorized: {e}"),
-            );
-            refusal.extra = Some((
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(challenge),
-            ));
-            refusal
-        })
+    let credentials = Credentials {
+        authorization: first.map(HeaderValue::as_bytes),
+        certificate,
+    };
+    gw.authn.authenticate(credentials).await.map_err(|e| {
+        let error = match e {
+            AuthError::Missing => None,
+            AuthError::Malformed(_) => Some("invalid_request"),
+            AuthError::Invalid(_) => Some("invalid_token"),
+        };
+        let mut refusal = Refusal::new(
+            StatusCode::UNAUTHORIZED,
+            error_codes::SERVER_ERROR,
+            "auth",
+            format!("unauthorized: {}", e.public_message()),
+        );
+        refusal.audit_reason = Some(e.to_string());
+        refusal.extra = Some((
+            header::WWW_AUTHENTICATE,
+            crate::oauth::challenge(&gw.config, error, None),
+        ));
+        refusal
+    })
 }
 
 /// One header value, refusing duplicates (two proxies could disagree on which one counts).
@@ -620,6 +648,7 @@ fn check_stateless(
             rule: "protocol-version",
             id: None,
             extra: None,
+            audit_reason: None,
         })
     };
     if matches!(message, Message::Notification(_)) && meta_version.is_none() {
@@ -744,6 +773,7 @@ async fn initialize(
                 rule: "initialize",
                 id,
                 extra: None,
+                audit_reason: None,
             });
         }
     };
@@ -801,11 +831,17 @@ async fn answer(
     if !(wants_progress && accepts_sse) {
         let version = caller.version;
         let response = gw.handle(&caller, request).await;
-        return Ok(json_reply(
-            version,
-            response.to_value(),
-            response.outcome.as_ref().err().map(|e| e.code),
-        ));
+        let error = response.outcome.as_ref().err();
+        let mut reply = json_reply(version, response.to_value(), error.map(|e| e.code));
+        if let Some(scope) = error.and_then(crate::oauth::insufficient_scope) {
+            // Step-up authorization (MCP authorization spec): 403 with the scopes needed.
+            *reply.status_mut() = StatusCode::FORBIDDEN;
+            reply.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                crate::oauth::challenge(&gw.config, Some("insufficient_scope"), Some(scope)),
+            );
+        }
+        return Ok(reply);
     }
     let slot = stream_slot(gw, &caller.principal).map_err(|mut refusal| {
         refusal.id = Some(request.id.as_value().clone());

@@ -11,6 +11,7 @@
 //! - [`limits`]: per-principal caps on requests in progress and open streams.
 //! - [`events`]: notifications from upstreams, delivered only to the client they belong to.
 //! - [`normalize`]: result shapes per protocol era.
+//! - [`oauth`]: OAuth protected resource metadata (RFC 9728) and `WWW-Authenticate` challenges.
 //! - [`output`]: upstream URIs in results made public; list items with hidden characters left out.
 
 mod authority;
@@ -20,6 +21,7 @@ pub mod http;
 pub mod limits;
 pub mod listener;
 pub mod normalize;
+pub mod oauth;
 pub mod outbox;
 pub mod output;
 pub mod pipeline;
@@ -116,6 +118,7 @@ impl Gateway {
             namer: Namer::new(config.gateway.separator.clone()),
             authz: Box::new(Allowlist::new(
                 config.grants.clone(),
+                config.scope_rules.clone(),
                 config.gateway.separator.clone(),
             )),
             sessions: session::Sessions::new(

@@ -14,7 +14,7 @@
 //! when it is dropped, so a stream that ends, a client that disconnects and a task that is
 //! aborted all free their slot without any bookkeeping at the call sites.
 //!
-//! Quotas count per [`PrincipalKey`] (user, agent, tenant): the identity that session binding
+//! Quotas count per [`PrincipalKey`] (issuer, user, agent, tenant): the identity that session binding
 //! and authorization use, without the roles (which do not make a different caller).
 
 use std::collections::HashMap;
@@ -27,6 +27,7 @@ use crate::session::lock;
 /// Who a quota is counted for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PrincipalKey {
+    issuer: Option<String>,
     user: String,
     agent: Option<String>,
     tenant: Option<String>,
@@ -35,6 +36,7 @@ pub struct PrincipalKey {
 impl From<&Principal> for PrincipalKey {
     fn from(p: &Principal) -> Self {
         Self {
+            issuer: p.issuer.clone(),
             user: p.user.clone(),
             agent: p.agent.clone(),
             tenant: p.tenant.clone(),
@@ -138,12 +140,7 @@ mod tests {
     use super::*;
 
     fn principal(user: &str, agent: Option<&str>) -> Principal {
-        Principal {
-            user: user.into(),
-            agent: agent.map(Into::into),
-            tenant: None,
-            roles: vec![],
-        }
+        Principal::named(user, agent, micromcp_auth::AuthMethod::ApiToken)
     }
 
     #[test]

@@ -77,6 +77,16 @@ impl Failure {
     }
 }
 
+/// Who the record is about: the principal and how it authenticated (never the credential).
+fn set_principal(record: &mut AuditRecord, p: &Principal) {
+    record.principal = Some(p.user.clone());
+    record.agent.clone_from(&p.agent);
+    record.tenant.clone_from(&p.tenant);
+    record.auth_method = Some(p.method.as_str());
+    record.issuer.clone_from(&p.issuer);
+    record.token_id.clone_from(&p.token_id);
+}
+
 fn not_available(kind: Kind, public: &str) -> ErrorObject {
     let shown: String = public.chars().take(200).collect();
     if kind == Kind::Resource {
@@ -200,21 +210,16 @@ impl Gateway {
             ..Default::default()
         };
         if let Some(p) = principal {
-            record.principal = Some(p.user.clone());
-            record.agent.clone_from(&p.agent);
-            record.tenant.clone_from(&p.tenant);
+            set_principal(&mut record, p);
         }
         self.audit.record(record);
     }
 
     fn audit_record(&self, caller: &Caller, method: Option<&str>) -> AuditRecord {
-        AuditRecord {
+        let mut record = AuditRecord {
             request_id: self.next_request_id(),
             transport: caller.transport,
             protocol_version: Some(caller.version.to_string()),
-            principal: Some(caller.principal.user.clone()),
-            agent: caller.principal.agent.clone(),
-            tenant: caller.principal.tenant.clone(),
             session: caller
                 .session
                 .as_ref()
@@ -222,7 +227,9 @@ impl Gateway {
                 .map(|s| self.audit.session_label(&s.id)),
             method: method.map(str::to_owned),
             ..Default::default()
-        }
+        };
+        set_principal(&mut record, &caller.principal);
+        record
     }
 
     async fn dispatch(
@@ -357,9 +364,14 @@ impl Gateway {
         );
         record.rule = Some(decision.rule.clone());
         if !decision.allowed {
+            // Granted but for a scope: say which (step-up); otherwise unknown and denied look alike.
+            let error = match &decision.missing_scopes {
+                Some(scopes) => crate::oauth::insufficient_scope_error(scopes),
+                None => not_available(kind, public),
+            };
             return Err(Failure::Denied {
                 rule: decision.rule,
-                error: not_available(kind, public),
+                error,
             });
         }
         Ok((service, upstream_id))

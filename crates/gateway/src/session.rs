@@ -348,7 +348,7 @@ impl Sessions {
     /// The session `id`, only if `principal` owns it.
     pub fn get(&self, id: &str, principal: &Principal) -> Result<Arc<Session>, Lookup> {
         match self.read().by_id.get(id) {
-            Some(s) if s.principal == *principal => {
+            Some(s) if s.principal.same_caller(principal) => {
                 s.touch();
                 Ok(s.clone())
             }
@@ -359,7 +359,7 @@ impl Sessions {
     pub fn remove(&self, id: &str, principal: &Principal) -> Option<Arc<Session>> {
         let mut table = self.write();
         match table.by_id.get(id) {
-            Some(s) if s.principal == *principal => table.remove(id),
+            Some(s) if s.principal.same_caller(principal) => table.remove(id),
             _ => None,
         }
     }
@@ -432,12 +432,7 @@ mod tests {
     use super::*;
 
     fn principal(user: &str) -> Principal {
-        Principal {
-            user: user.into(),
-            agent: None,
-            tenant: None,
-            roles: vec![],
-        }
+        Principal::named(user, None, micromcp_auth::AuthMethod::ApiToken)
     }
 
     const V: ProtocolVersion = ProtocolVersion::LATEST_SESSION;

@@ -35,7 +35,7 @@ pub async fn serve(
     output: impl AsyncWrite + Send + Unpin + 'static,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let principal = Principal::from(identity);
+    let principal = Principal::from_identity(identity, micromcp_auth::AuthMethod::Stdio);
     let session = Arc::new(Session::new(
         String::new(),
         principal.clone(),

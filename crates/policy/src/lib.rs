@@ -5,7 +5,7 @@
 //! path. Every decision names the rule that made it, for the audit record.
 
 use micromcp_auth::Principal;
-use micromcp_config::Grant;
+use micromcp_config::{Grant, ScopeRule};
 
 /// What kind of thing is being used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,8 +37,29 @@ pub struct Action<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     pub allowed: bool,
-    /// The rule that decided: `grants[i]` or `default-deny`.
+    /// The rule that decided: `grants[i]`, `scopes[i]` or `default-deny`.
     pub rule: String,
+    /// Refused only for want of these OAuth scopes (space-separated, RFC 6750 `scope`): the
+    /// caller may get a token that has them (step-up authorization).
+    pub missing_scopes: Option<String>,
+}
+
+impl Decision {
+    fn allow(rule: String) -> Self {
+        Self {
+            allowed: true,
+            rule,
+            missing_scopes: None,
+        }
+    }
+
+    fn deny(rule: String) -> Self {
+        Self {
+            allowed: false,
+            rule,
+            missing_scopes: None,
+        }
+    }
 }
 
 /// The authorization stage.
@@ -51,19 +72,82 @@ pub trait Authorizer: Send + Sync {
     fn may_use_any(&self, principal: &Principal, kind: Kind, service: &str) -> bool;
 }
 
-/// `[[policy.grants]]` as an allowlist of globs.
+/// `[[policy.grants]]` as an allowlist of globs, and `[[policy.scopes]]`: what is granted
+/// also needs the scopes of every scope rule that matches it.
 #[derive(Debug, Clone)]
 pub struct Allowlist {
     grants: Vec<Grant>,
+    scope_rules: Vec<ScopeRule>,
     separator: String,
 }
 
 impl Allowlist {
-    pub fn new(grants: Vec<Grant>, separator: impl Into<String>) -> Self {
+    pub fn new(
+        grants: Vec<Grant>,
+        scope_rules: Vec<ScopeRule>,
+        separator: impl Into<String>,
+    ) -> Self {
         Self {
             grants,
+            scope_rules,
             separator: separator.into(),
         }
+    }
+
+    /// The first scope rule matching `target` whose scopes `principal` lacks, with the scopes.
+    fn missing_scopes(
+        &self,
+        principal: &Principal,
+        kind: Kind,
+        target: &str,
+    ) -> Option<(usize, String)> {
+        self.scope_rules.iter().enumerate().find_map(|(i, rule)| {
+            let matches = patterns_of(kind, &rule.tools, &rule.prompts, &rule.resources)
+                .iter()
+                .any(|p| glob_match(p, target));
+            let missing: Vec<&str> = rule
+                .scopes
+                .iter()
+                .filter(|s| !principal.has_scope(s))
+                .map(String::as_str)
+                .collect();
+            (matches && !missing.is_empty()).then(|| (i, missing.join(" ")))
+        })
+    }
+}
+
+fn patterns_of<'a>(
+    kind: Kind,
+    tools: &'a [String],
+    prompts: &'a [String],
+    resources: &'a [String],
+) -> &'a [String] {
+    match kind {
+        Kind::Tool => tools,
+        Kind::Prompt => prompts,
+        Kind::Resource => resources,
+    }
+}
+
+/// Whether `grant` is for `principal`: every condition it names holds.
+fn applies(grant: &Grant, principal: &Principal) -> bool {
+    grant
+        .principal
+        .as_ref()
+        .is_none_or(|p| *p == principal.user)
+        && (grant.agent.is_none() || grant.agent == principal.agent)
+        && (grant.issuer.is_none()
+            || same_issuer(grant.issuer.as_deref(), principal.issuer.as_deref()))
+        && (grant.tenant.is_none() || grant.tenant == principal.tenant)
+        && (grant.roles.is_empty() || grant.roles.iter().any(|r| principal.roles.contains(r)))
+        && grant.scopes.iter().all(|s| principal.has_scope(s))
+}
+
+/// Issuers compare as URLs do in config (a trailing slash is not a different issuer).
+fn same_issuer(grant: Option<&str>, principal: Option<&str>) -> bool {
+    match (grant, principal) {
+        (Some(g), Some(p)) => g.trim_end_matches('/') == p.trim_end_matches('/'),
+        _ => false,
     }
 }
 
@@ -77,17 +161,12 @@ impl Allowlist {
         self.grants
             .iter()
             .enumerate()
-            .filter(|(_, grant)| {
-                grant.principal == principal.user
-                    && (grant.agent.is_none() || grant.agent == principal.agent)
-            })
+            .filter(|(_, grant)| applies(grant, principal))
             .map(move |(i, grant)| {
-                let patterns = match kind {
-                    Kind::Tool => &grant.tools,
-                    Kind::Prompt => &grant.prompts,
-                    Kind::Resource => &grant.resources,
-                };
-                (i, patterns.as_slice())
+                (
+                    i,
+                    patterns_of(kind, &grant.tools, &grant.prompts, &grant.resources),
+                )
             })
     }
 }
@@ -102,17 +181,18 @@ impl Authorizer for Allowlist {
 
     fn authorize(&self, principal: &Principal, action: Action<'_>) -> Decision {
         let target = format!("{}{}{}", action.service, self.separator, action.name);
-        for (i, patterns) in self.patterns(principal, action.kind) {
-            if patterns.iter().any(|p| glob_match(p, &target)) {
-                return Decision {
-                    allowed: true,
-                    rule: format!("grants[{i}]"),
-                };
-            }
-        }
-        Decision {
-            allowed: false,
-            rule: "default-deny".into(),
+        let granted = self
+            .patterns(principal, action.kind)
+            .find(|(_, patterns)| patterns.iter().any(|p| glob_match(p, &target)));
+        let Some((i, _)) = granted else {
+            return Decision::deny("default-deny".into());
+        };
+        match self.missing_scopes(principal, action.kind, &target) {
+            None => Decision::allow(format!("grants[{i}]")),
+            Some((rule, scopes)) => Decision {
+                missing_scopes: Some(scopes),
+                ..Decision::deny(format!("scopes[{rule}]"))
+            },
         }
     }
 }
@@ -152,22 +232,89 @@ mod tests {
     use super::*;
 
     fn principal(user: &str, agent: Option<&str>) -> Principal {
-        Principal {
-            user: user.into(),
-            agent: agent.map(Into::into),
-            tenant: None,
-            roles: vec![],
-        }
+        Principal::named(user, agent, micromcp_auth::AuthMethod::ApiToken)
     }
 
     fn grant(principal: &str, agent: Option<&str>, tools: &[&str]) -> Grant {
         Grant {
-            principal: principal.into(),
+            principal: Some(principal.into()),
             agent: agent.map(Into::into),
+            issuer: None,
+            tenant: None,
+            roles: vec![],
+            scopes: vec![],
             tools: tools.iter().map(|s| s.to_string()).collect(),
             prompts: vec![],
             resources: vec![],
         }
+    }
+
+    fn tool<'a>(name: &'a str) -> Action<'a> {
+        Action {
+            kind: Kind::Tool,
+            service: "fs",
+            name,
+        }
+    }
+
+    #[test]
+    fn grants_match_issuer_roles_tenant_and_scopes() {
+        let mut by_role = grant("x", None, &["fs.*"]);
+        by_role.principal = None;
+        by_role.issuer = Some("https://idp.example/".into());
+        by_role.roles = vec!["reader".into(), "admin".into()];
+        by_role.tenant = Some("acme".into());
+        by_role.scopes = vec!["mcp".into()];
+        let a = Allowlist::new(vec![by_role], vec![], ".");
+        let mut p = principal("anyone", None);
+        p.issuer = Some("https://idp.example".into());
+        p.roles = vec!["reader".into()];
+        p.tenant = Some("acme".into());
+        p.scopes = vec!["mcp".into(), "other".into()];
+        assert!(a.authorize(&p, tool("read")).allowed);
+        for change in [
+            |p: &mut Principal| p.issuer = Some("https://evil.example".into()),
+            |p: &mut Principal| p.issuer = None,
+            |p: &mut Principal| p.roles = vec!["writer".into()],
+            |p: &mut Principal| p.tenant = Some("other".into()),
+            |p: &mut Principal| p.scopes = vec!["other".into()],
+        ] {
+            let mut q = p.clone();
+            change(&mut q);
+            assert!(!a.authorize(&q, tool("read")).allowed, "{q:?}");
+        }
+    }
+
+    #[test]
+    fn scope_rules_refuse_what_is_granted_but_lacks_a_scope() {
+        let rules = vec![ScopeRule {
+            scopes: vec!["files:write".into(), "files:read".into()],
+            tools: vec!["fs.write_*".into()],
+            prompts: vec![],
+            resources: vec![],
+        }];
+        let a = Allowlist::new(vec![grant("alice", None, &["fs.*"])], rules, ".");
+        let mut alice = principal("alice", None);
+        alice.scopes = vec!["files:read".into()];
+        assert!(a.authorize(&alice, tool("read_file")).allowed);
+        let refused = a.authorize(&alice, tool("write_file"));
+        assert_eq!(
+            refused,
+            Decision {
+                allowed: false,
+                rule: "scopes[0]".into(),
+                missing_scopes: Some("files:write".into()),
+            }
+        );
+        alice.scopes.push("files:write".into());
+        assert!(a.authorize(&alice, tool("write_file")).allowed);
+        let bob = principal("bob", None);
+        let not_granted = a.authorize(&bob, tool("write_file"));
+        assert_eq!(
+            (not_granted.rule.as_str(), not_granted.missing_scopes),
+            ("default-deny", None),
+            "nothing granted: no hint about scopes"
+        );
     }
 
     #[test]
@@ -190,6 +337,7 @@ mod tests {
                 grant("bob", None, &["time.*"]),
                 grant("alice", Some("bot"), &["echo.*"]),
             ],
+            vec![],
             ".",
         );
         let call = |u, ag, name| {
@@ -204,10 +352,7 @@ mod tests {
         };
         assert_eq!(
             call("alice", Some("bot"), "add"),
-            Decision {
-                allowed: true,
-                rule: "grants[1]".into()
-            }
+            Decision::allow("grants[1]".into())
         );
         assert_eq!(call("alice", Some("other"), "add").rule, "default-deny");
         assert!(!call("alice", None, "add").allowed);
@@ -233,6 +378,7 @@ mod tests {
                 grant("bob", None, &["time.*"]),
                 docs,
             ],
+            vec![],
             ".",
         );
         let bot = principal("alice", Some("bot"));
@@ -277,7 +423,7 @@ mod tests {
                 "{pattern:?} on {service:?}"
             );
         }
-        let a = Allowlist::new(vec![grant("bob", None, &["ec*o.add"])], ".");
+        let a = Allowlist::new(vec![grant("bob", None, &["ec*o.add"])], vec![], ".");
         let bob = principal("bob", None);
         let allowed = a.authorize(
             &bob,

@@ -23,6 +23,8 @@ pub mod error_codes {
     pub const UNSUPPORTED_VERSION: i64 = -32022;
     /// MCP session era: resource not found (2026-07-28 uses INVALID_PARAMS instead).
     pub const RESOURCE_NOT_FOUND: i64 = -32002;
+    /// micromcp: the call is granted, but the token lacks a scope it needs (HTTP 403).
+    pub const INSUFFICIENT_SCOPE: i64 = -32030;
 }
 
 /// Longest string id accepted; longer ids are refused rather than echoed into logs.

@@ -538,6 +538,23 @@ fn is_json_media_type(value: &str) -> bool {
         })
 }
 
+/// How much of a refused oversized body is read so the 413 reaches the client, and how long.
+const DRAIN_AT_MOST: usize = 1024 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+
+async fn discard(mut body: Body, at_most: usize, within: Duration) {
+    let mut seen = 0usize;
+    let _ = tokio::time::timeout(within, async {
+        while seen < at_most {
+            match body.frame().await {
+                Some(Ok(frame)) => seen += frame.data_ref().map_or(0, |d| d.len()),
+                _ => break,
+            }
+        }
+    })
+    .await;
+}
+
 async fn read_message(gw: &Gateway, headers: &HeaderMap, body: Body) -> Result<Message, Refusal> {
     let max = gw.config.listen.max_body_bytes;
     let too_large = || {
@@ -552,7 +569,13 @@ async fn read_message(gw: &Gateway, headers: &HeaderMap, body: Body) -> Result<M
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|len| len > max) {
+    if let Some(len) = declared.filter(|len| *len > max) {
+        // Read (and drop) a modest oversized body before answering: a client still writing
+        // when the connection closes gets a reset instead of the 413. Anything larger is
+        // answered at once and the connection closed.
+        if len <= max.saturating_add(DRAIN_AT_MOST) {
+            discard(body, len, gw.config.listen.body_timeout.min(DRAIN_TIME)).await;
+        }
         return Err(too_large());
     }
     let timeout = gw.config.listen.body_timeout;

@@ -435,33 +435,37 @@ fn oidc(
         .audience
         .clone()
         .or_else(|| resource.map(url::Url::to_string));
+    // Every key is checked before giving up on a bad one, so all errors show at once.
+    let clock_skew = bounded_duration(
+        o.clock_skew.as_deref(),
+        &format!("{path}.clock_skew"),
+        Duration::from_secs(60),
+        Duration::ZERO,
+        Duration::from_secs(300),
+        e,
+    );
+    let jwks_min_refresh = duration(
+        o.jwks_min_refresh.as_deref(),
+        &format!("{path}.jwks_min_refresh"),
+        Duration::from_secs(30),
+        e,
+    );
+    let jwks_max_age = duration(
+        o.jwks_max_age.as_deref(),
+        &format!("{path}.jwks_max_age"),
+        Duration::from_secs(3600),
+        e,
+    );
     Some(OidcIssuer {
         issuer: issuer?,
         jwks_uri,
         audience: audience?,
         algorithms,
-        clock_skew: bounded_duration(
-            o.clock_skew.as_deref(),
-            &format!("{path}.clock_skew"),
-            Duration::from_secs(60),
-            Duration::ZERO,
-            Duration::from_secs(300),
-            e,
-        ),
+        clock_skew,
         required_claims: o.required_claims.clone().unwrap_or_default(),
         claims: mapping,
-        jwks_min_refresh: duration(
-            o.jwks_min_refresh.as_deref(),
-            &format!("{path}.jwks_min_refresh"),
-            Duration::from_secs(30),
-            e,
-        ),
-        jwks_max_age: duration(
-            o.jwks_max_age.as_deref(),
-            &format!("{path}.jwks_max_age"),
-            Duration::from_secs(3600),
-            e,
-        ),
+        jwks_min_refresh,
+        jwks_max_age,
     })
 }
 

@@ -302,7 +302,10 @@ impl Gateway {
                     service: &service.name,
                     name: &id,
                 };
-                if !self.authz.authorize(&caller.principal, action).allowed {
+                // Granted items are listed even when the token lacks a scope they need: a
+                // token with it can call them (step-up); calling without gets 403.
+                let decision = self.authz.authorize(&caller.principal, action);
+                if !decision.allowed && decision.missing_scopes.is_none() {
                     continue;
                 }
                 item.insert(list.id.into(), self.public_id(service, list, &id).into());

@@ -250,6 +250,22 @@ impl Gateway {
         }
     }
 
+    /// Waits (up to 10 s) for an audit record that `matches`, and returns it.
+    pub async fn audit_find(&self, matches: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let records = self.audit();
+            if let Some(found) = records.iter().find(|r| matches(r)) {
+                return found.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no matching audit record in {records:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn stderr_text(&self) -> String {
         self.stderr.lock().expect("lock").join("\n")
     }

@@ -3,7 +3,9 @@
 //!
 //! - **direct**: straight to `micromcp serve echo --http` (the upstream alone);
 //! - **gw-http**: through the gateway, whose upstream is that same HTTP echo server;
-//! - **gw-stdio**: through the gateway, whose upstream is the built-in echo over stdio.
+//! - **gw-stdio**: through the gateway, whose upstream is the built-in echo over stdio;
+//! - **gw-stdio-jwt**: the same, with the client authenticated by an OIDC JWT instead of an API
+//!   token ([`jwt`]), so the two gateway CPU columns show what JWT authentication adds.
 //!
 //! It also measures one legitimate client's latency through the gateway while 10,000 idle and
 //! 1,000 slow-header connections are held against it from many loopback addresses
@@ -16,6 +18,7 @@
 //! start after the warm-up and finish before the end count.
 
 mod attack;
+mod jwt;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -49,8 +52,13 @@ struct Args {
     /// Eras to run, comma-separated: 2026 (stateless 2026-07-28), 2025 (2025-11-25 sessions).
     #[arg(long, default_value = "2026,2025", value_delimiter = ',')]
     eras: Vec<String>,
-    /// Modes to run, comma-separated: direct, gw-http, gw-stdio (ratios need direct).
-    #[arg(long, default_value = "direct,gw-http,gw-stdio", value_delimiter = ',')]
+    /// Modes to run, comma-separated: direct, gw-http, gw-stdio, gw-stdio-jwt (ratios need
+    /// direct).
+    #[arg(
+        long,
+        default_value = "direct,gw-http,gw-stdio,gw-stdio-jwt",
+        value_delimiter = ','
+    )]
     modes: Vec<String>,
     /// The protocol the gateway speaks to the HTTP upstream (`protocol` in its config).
     #[arg(long, default_value = "2025-11-25")]
@@ -103,6 +111,7 @@ enum Mode {
     Direct,
     GatewayHttp,
     GatewayStdio,
+    GatewayStdioJwt,
 }
 
 impl Mode {
@@ -111,7 +120,10 @@ impl Mode {
             "direct" | "a" => Ok(Mode::Direct),
             "gw-http" | "b" => Ok(Mode::GatewayHttp),
             "gw-stdio" | "c" => Ok(Mode::GatewayStdio),
-            other => bail!("unknown mode {other:?} (use direct, gw-http or gw-stdio)"),
+            "gw-stdio-jwt" | "d" => Ok(Mode::GatewayStdioJwt),
+            other => {
+                bail!("unknown mode {other:?} (use direct, gw-http, gw-stdio or gw-stdio-jwt)")
+            }
         }
     }
     fn label(self) -> &'static str {
@@ -119,6 +131,7 @@ impl Mode {
             Mode::Direct => "direct (a)",
             Mode::GatewayHttp => "gw→http (b)",
             Mode::GatewayStdio => "gw→stdio (c)",
+            Mode::GatewayStdioJwt => "gw→stdio, JWT (d)",
         }
     }
 }
@@ -229,6 +242,13 @@ async fn run(args: Args, eras: Vec<Era>, modes: Vec<Mode>, bin: PathBuf) -> Resu
     )
     .await?;
     let gw_stdio = Gateway::start(&bin, SERVICE_STDIO, &["echo"]).await?;
+    let issuer = jwt::Issuer::start().await?;
+    let gw_jwt = if modes.contains(&Mode::GatewayStdioJwt) {
+        let services = format!("{}{SERVICE_STDIO}", issuer.config());
+        Some(Gateway::start(&bin, &services, &["echo"]).await?)
+    } else {
+        None
+    };
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_http = rss_kb(gw_http.pid())?;
     let idle_stdio = rss_kb(gw_stdio.pid())?;
@@ -250,6 +270,16 @@ async fn run(args: Args, eras: Vec<Era>, modes: Vec<Mode>, bin: PathBuf) -> Resu
                     "echo.echo",
                     Some(gw_stdio.pid()),
                 ),
+                Mode::GatewayStdioJwt => {
+                    let gw = gw_jwt.as_ref().context("JWT gateway")?;
+                    issuer.check()?;
+                    (
+                        gw.url.clone(),
+                        Some(issuer.token.clone()),
+                        "echo.echo",
+                        Some(gw.pid()),
+                    )
+                }
             };
             let target = Target {
                 url,
@@ -264,6 +294,10 @@ async fn run(args: Args, eras: Vec<Era>, modes: Vec<Mode>, bin: PathBuf) -> Resu
                         .first()
                         .copied()
                         .context("the stdio echo service is not running")?,
+                    Mode::GatewayStdioJwt => gw_jwt
+                        .as_ref()
+                        .and_then(|gw| child_pids(gw.pid()).first().copied())
+                        .context("the stdio echo service (JWT gateway) is not running")?,
                     _ => upstream.child.id(),
                 },
             };
@@ -293,6 +327,8 @@ async fn run(args: Args, eras: Vec<Era>, modes: Vec<Mode>, bin: PathBuf) -> Resu
     };
     drop(gw_http);
     drop(gw_stdio);
+    drop(gw_jwt);
+    drop(issuer);
     drop(upstream);
 
     let scaling = if args.services > 0 {
@@ -1056,7 +1092,7 @@ fn render(
         let Some(a) = results.get(&(era, Mode::Direct)) else {
             continue;
         };
-        for mode in [Mode::GatewayHttp, Mode::GatewayStdio] {
+        for mode in [Mode::GatewayHttp, Mode::GatewayStdio, Mode::GatewayStdioJwt] {
             if let Some(x) = results.get(&(era, mode)) {
                 let _ = writeln!(
                     s,
@@ -1068,6 +1104,29 @@ fn render(
                     x.p99 - a.p99
                 );
             }
+        }
+    }
+    let jwt_rows: Vec<String> = eras
+        .iter()
+        .filter_map(|&era| {
+            let token = results.get(&(era, Mode::GatewayStdio))?.cpu_us[1]?;
+            let jwt = results.get(&(era, Mode::GatewayStdioJwt))?.cpu_us[1]?;
+            Some(format!(
+                "| {} | {token:.1} | {jwt:.1} | {:+.1} |",
+                era.label(),
+                jwt - token
+            ))
+        })
+        .collect();
+    if !jwt_rows.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n## Authentication cost: gateway CPU per call, API token (c) vs OIDC JWT (d)\n"
+        );
+        let _ = writeln!(s, "| era | API token µs | JWT µs | JWT − token µs |");
+        let _ = writeln!(s, "|---|---:|---:|---:|");
+        for row in jwt_rows {
+            let _ = writeln!(s, "{row}");
         }
     }
     let _ = writeln!(s, "\n## Gateway memory (VmRSS of the gateway process)\n");

@@ -258,9 +258,11 @@ async fn find_key(
                 ));
             }
             Some((Lookup::Unknown, _)) if refreshed => {
-                return Err(AuthError::invalid(
-                    "no key with the token's kid in the issuer's key set (refreshed at most once per jwks_min_refresh)",
-                ));
+                return Err(AuthError::invalid(if kid.is_some() {
+                    "no key with the token's kid in the issuer's key set (refreshed at most once per jwks_min_refresh)"
+                } else {
+                    "the token has no kid and no key of the issuer's key set fits its alg"
+                }));
             }
             None if refreshed => {
                 let why = keys

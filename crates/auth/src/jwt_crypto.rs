@@ -222,7 +222,9 @@ fn ed_components_from_private_key(der: &[u8], curve: &EllipticCurve) -> Result<V
     }
     let pair = sig::Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
         .map_err(|_| ErrorKind::InvalidEddsaKey)?;
-    Ok(ring::signature::KeyPair::public_key(&pair).as_ref().to_vec())
+    Ok(ring::signature::KeyPair::public_key(&pair)
+        .as_ref()
+        .to_vec())
 }
 
 fn compute_digest(data: &[u8], hash: ThumbprintHash) -> Result<Vec<u8>> {
@@ -269,11 +271,11 @@ mod tests {
             &EncodingKey::from_ed_der(ed.as_ref()),
             &DecodingKey::from_ed_der(sig::KeyPair::public_key(&ed_public).as_ref()),
         );
-        let ec =
-            sig::EcdsaKeyPair::generate_pkcs8(&sig::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-                .expect("key");
+        let ec = sig::EcdsaKeyPair::generate_pkcs8(&sig::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            .expect("key");
         let (_, x, y) = ec_components_from_private_key(ec.as_ref(), Algorithm::ES256).expect("xy");
-        let b64 = |b: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, b);
+        let b64 =
+            |b: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, b);
         roundtrip(
             Algorithm::ES256,
             &EncodingKey::from_ec_der(ec.as_ref()),

@@ -197,8 +197,12 @@ fn b64(bytes: &[u8]) -> String {
 fn parts(token: &str) -> (Value, Value, String) {
     let mut it = token.split('.');
     let mut json_part = || -> Value {
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(it.next().expect("part")).expect("b64"))
-            .expect("json")
+        serde_json::from_slice(
+            &URL_SAFE_NO_PAD
+                .decode(it.next().expect("part"))
+                .expect("b64"),
+        )
+        .expect("json")
     };
     let header = json_part();
     let payload = json_part();
@@ -210,8 +214,11 @@ fn attacker_key(kid: &str) -> (ring::signature::Ed25519KeyPair, Value) {
     let rng = ring::rand::SystemRandom::new();
     let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).expect("key");
     let pair = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("key");
-    let public = ring::signature::KeyPair::public_key(&pair).as_ref().to_vec();
-    let jwk = json!({ "kty": "OKP", "crv": "Ed25519", "x": b64(&public), "kid": kid, "alg": "EdDSA" });
+    let public = ring::signature::KeyPair::public_key(&pair)
+        .as_ref()
+        .to_vec();
+    let jwk =
+        json!({ "kty": "OKP", "crv": "Ed25519", "x": b64(&public), "kid": kid, "alg": "EdDSA" });
     (pair, jwk)
 }
 
@@ -247,7 +254,11 @@ async fn assert_refused(gw: &Gateway, token: &str, why: &str) {
     let before = gw.audit().len();
     let mut client = gw.client(token);
     let reply = client.call_2026("tools/list", json!({})).await;
-    assert_eq!(reply.status, 401, "expected 401 ({why}), got {}", reply.body);
+    assert_eq!(
+        reply.status, 401,
+        "expected 401 ({why}), got {}",
+        reply.body
+    );
     let challenge = reply.headers["www-authenticate"].to_str().expect("ascii");
     assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
     assert!(challenge.contains("resource_metadata="), "{challenge}");
@@ -255,9 +266,14 @@ async fn assert_refused(gw: &Gateway, token: &str, why: &str) {
     let record = records.last().expect("an audit record");
     assert_eq!(record["rule"], "auth", "{record}");
     let reason = record["reason"].as_str().unwrap_or_default();
-    assert!(reason.contains(why), "audit reason {reason:?} should say {why:?}");
     assert!(
-        !serde_json::to_string(&records).expect("json").contains(token),
+        reason.contains(why),
+        "audit reason {reason:?} should say {why:?}"
+    );
+    assert!(
+        !serde_json::to_string(&records)
+            .expect("json")
+            .contains(token),
         "the token must never be in the audit log"
     );
 }
@@ -273,12 +289,18 @@ async fn a_real_token_calls_a_tool_and_the_audit_names_method_issuer_subject_age
     let mut client = gw.client(&token);
     client.initialize().await;
     let reply = client
-        .call("tools/call", json!({"name": "echo.echo", "arguments": {"text": "hi"}}))
+        .call(
+            "tools/call",
+            json!({"name": "echo.echo", "arguments": {"text": "hi"}}),
+        )
         .await;
     assert_eq!(common::text_of(&reply), "hi");
     // Warm path: the same token again (now from the validated-token cache).
     let again = client
-        .call("tools/call", json!({"name": "echo.echo", "arguments": {"text": "again"}}))
+        .call(
+            "tools/call",
+            json!({"name": "echo.echo", "arguments": {"text": "again"}}),
+        )
         .await;
     assert_eq!(common::text_of(&again), "again");
 
@@ -294,7 +316,10 @@ async fn a_real_token_calls_a_tool_and_the_audit_names_method_issuer_subject_age
     assert_eq!(call["tenant"], "acme");
     assert_eq!(call["token_id"], payload["jti"]);
     let log = std::fs::read_to_string(gw.path("audit.jsonl")).expect("audit");
-    assert!(!log.contains(&token), "the token must never be in the audit log");
+    assert!(
+        !log.contains(&token),
+        "the token must never be in the audit log"
+    );
     assert!(!gw.stderr_text().contains(&token), "nor in the logs");
 
     // `micromcp auth check` sees the same principal, and never prints the token.
@@ -318,20 +343,31 @@ async fn a_real_token_calls_a_tool_and_the_audit_names_method_issuer_subject_age
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(stdout.starts_with("valid (oidc)"), "{stdout}");
     assert!(stdout.contains("agent-1") && stdout.contains("acme") && stdout.contains("reader"));
-    assert!(stdout.contains(payload["jti"].as_str().expect("jti")), "{stdout}");
+    assert!(
+        stdout.contains(payload["jti"].as_str().expect("jti")),
+        "{stdout}"
+    );
     assert!(stdout.contains("expires:"), "{stdout}");
     assert!(!stdout.contains(&token) && !String::from_utf8_lossy(&out.stderr).contains(&token));
 
     let out = check(&["--token", &gw.alice], "");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
-    assert!(stdout.starts_with("valid (api_token)") && stdout.contains("alice"), "{stdout}");
+    assert!(
+        stdout.starts_with("valid (api_token)") && stdout.contains("alice"),
+        "{stdout}"
+    );
 
-    let other = provider.token_for("agent-1", "https://other.test/mcp").await;
+    let other = provider
+        .token_for("agent-1", "https://other.test/mcp")
+        .await;
     let out = check(&["--token", &other], "");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
-    assert!(stdout.contains("invalid") && stdout.contains("wrong audience"), "{stdout}");
+    assert!(
+        stdout.contains("invalid") && stdout.contains("wrong audience"),
+        "{stdout}"
+    );
     assert!(!stdout.contains(&other));
 }
 
@@ -380,7 +416,11 @@ async fn hs256_signed_with_the_providers_public_key_is_refused() {
     let n = URL_SAFE_NO_PAD
         .decode(key["n"].as_str().expect("n"))
         .expect("n");
-    for secret in [key.to_string().into_bytes(), n, key["n"].to_string().into_bytes()] {
+    for secret in [
+        key.to_string().into_bytes(),
+        n,
+        key["n"].to_string().into_bytes(),
+    ] {
         let forged = sign_hs256(&secret, &header, &payload);
         assert_refused(&gw, &forged, "alg \"HS256\" is never accepted").await;
     }
@@ -391,7 +431,10 @@ async fn unknown_kids_are_refused_and_1000_of_them_fetch_the_jwks_a_bounded_numb
     let provider = Provider::start();
     let gw = gateway(&provider, "30s");
     // Warm up: the gateway has fetched the keys once a real token verified.
-    assert_eq!(status_with(&gw, &provider.token("agent-1").await).await, 200);
+    assert_eq!(
+        status_with(&gw, &provider.token("agent-1").await).await,
+        200
+    );
     let before = provider.jwks_requests().await;
 
     let (pair, _) = attacker_key("forged-0");
@@ -426,7 +469,10 @@ async fn unknown_kids_are_refused_and_1000_of_them_fetch_the_jwks_a_bounded_numb
     assert_eq!(refused.load(Ordering::Relaxed), 1000);
     let fetched = provider.jwks_requests().await - before;
     // jwks_min_refresh is 30 s: the warm-up fetch was just now, so at most one more.
-    assert!(fetched <= 1, "1,001 forged kids caused {fetched} JWKS fetches");
+    assert!(
+        fetched <= 1,
+        "1,001 forged kids caused {fetched} JWKS fetches"
+    );
 }
 
 #[tokio::test]
@@ -469,7 +515,11 @@ async fn jku_x5u_jwk_and_x5c_headers_are_never_fetched_or_trusted() {
     );
     assert_refused(&gw, &forged, "the signature does not verify").await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(contacted.load(Ordering::Relaxed), 0, "the gateway fetched an attacker URL");
+    assert_eq!(
+        contacted.load(Ordering::Relaxed),
+        0,
+        "the gateway fetched an attacker URL"
+    );
 }
 
 #[tokio::test]
@@ -504,10 +554,17 @@ async fn wrong_issuer_wrong_audience_and_missing_audience_are_refused() {
     let gw = gateway(&provider, "30s");
     let mut wrong_iss = claims(&provider);
     wrong_iss["iss"] = json!("http://127.0.0.1:1");
-    assert_refused(&gw, &provider.sign(wrong_iss).await, "not a configured [[auth.oidc]] issuer").await;
+    assert_refused(
+        &gw,
+        &provider.sign(wrong_iss).await,
+        "not a configured [[auth.oidc]] issuer",
+    )
+    .await;
 
     // A real token the provider minted for another resource (RFC 8707).
-    let other = provider.token_for("agent-1", "https://other.test/mcp").await;
+    let other = provider
+        .token_for("agent-1", "https://other.test/mcp")
+        .await;
     assert_refused(&gw, &other, "wrong audience (aud)").await;
 
     let mut no_aud = claims(&provider);
@@ -556,7 +613,11 @@ async fn a_token_from_a_second_unconfigured_provider_is_refused() {
         .expect("token")
         .to_owned();
     assert_refused(&gw, &signed_by_stranger, "no key with the token's kid").await;
-    assert_eq!(stranger.jwks_requests().await, 0, "the stranger's keys are never fetched");
+    assert_eq!(
+        stranger.jwks_requests().await,
+        0,
+        "the stranger's keys are never fetched"
+    );
 }
 
 #[tokio::test]
@@ -564,22 +625,38 @@ async fn rotated_keys_are_fetched_and_a_token_replayed_after_its_key_was_removed
     let provider = Provider::start();
     let gw = gateway(&provider, "500ms");
     let old = provider.token("agent-1").await;
-    assert_eq!(status_with(&gw, &old).await, 200, "a token of the first key");
+    assert_eq!(
+        status_with(&gw, &old).await,
+        200,
+        "a token of the first key"
+    );
 
     // A new key, the old one still published: tokens of both verify.
     provider.rotate(true).await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     let newer = provider.token("agent-1").await;
     assert_ne!(parts(&newer).0["kid"], parts(&old).0["kid"]);
-    assert_eq!(status_with(&gw, &newer).await, 200, "the new kid is fetched");
-    assert_eq!(status_with(&gw, &old).await, 200, "the old key is still published");
+    assert_eq!(
+        status_with(&gw, &newer).await,
+        200,
+        "the new kid is fetched"
+    );
+    assert_eq!(
+        status_with(&gw, &old).await,
+        200,
+        "the old key is still published"
+    );
 
     // The old key is removed: once the gateway has refreshed, its tokens are refused,
     // cached or not.
     provider.rotate(false).await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     let newest = provider.token("agent-1").await;
-    assert_eq!(status_with(&gw, &newest).await, 200, "the newest kid is fetched");
+    assert_eq!(
+        status_with(&gw, &newest).await,
+        200,
+        "the newest kid is fetched"
+    );
     assert_refused(&gw, &old, "no key with the token's kid").await;
     assert_refused(&gw, &newer, "no key with the token's kid").await;
 }
@@ -601,7 +678,10 @@ async fn an_oversized_token_is_refused_before_parsing() {
     let reply = client.call_2026("tools/list", json!({})).await;
     assert_eq!(reply.status, 401);
     let records = gw.audit_at_least(before + 1).await;
-    let reason = records.last().expect("record")["reason"].as_str().unwrap_or_default().to_owned();
+    let reason = records.last().expect("record")["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     assert!(reason.contains("longer than 16 KiB"), "{reason}");
 }
 
@@ -615,12 +695,18 @@ async fn a_session_created_by_one_subject_is_not_found_for_another() {
     let mut second: Client = gw.client(&provider.token("agent-2").await);
     second.session.clone_from(&first.session);
     let reply = second
-        .call("tools/call", json!({"name": "echo.echo", "arguments": {"text": "x"}}))
+        .call(
+            "tools/call",
+            json!({"name": "echo.echo", "arguments": {"text": "x"}}),
+        )
         .await;
     assert_eq!(reply.status, 404, "{}", reply.body);
     // The owner still has it.
     let ok = first
-        .call("tools/call", json!({"name": "echo.echo", "arguments": {"text": "mine"}}))
+        .call(
+            "tools/call",
+            json!({"name": "echo.echo", "arguments": {"text": "mine"}}),
+        )
         .await;
     assert_eq!(common::text_of(&ok), "mine");
 }

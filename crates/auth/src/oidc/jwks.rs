@@ -168,7 +168,8 @@ impl Keys {
 
     fn may_attempt(&self, now: Instant) -> bool {
         let last = self.last_attempt_ms.load(Ordering::Acquire);
-        last == u64::MAX || self.ms_since_created(now).saturating_sub(last) >= ms(self.config.jwks_min_refresh)
+        last == u64::MAX
+            || self.ms_since_created(now).saturating_sub(last) >= ms(self.config.jwks_min_refresh)
     }
 
     fn ms_since_created(&self, now: Instant) -> u64 {
@@ -488,9 +489,15 @@ mod tests {
             "not an object",
         ]});
         let (keys, _) = parse_jwks(&doc, &JwtAlgorithm::ALL).expect("parsed");
-        let kids: Vec<_> = keys.iter().map(|k| k.kid.as_deref().unwrap_or("")).collect();
+        let kids: Vec<_> = keys
+            .iter()
+            .map(|k| k.kid.as_deref().unwrap_or(""))
+            .collect();
         assert_eq!(kids, ["r", "ps", "ed"]);
-        assert_eq!(keys[0].algorithms, [JwtAlgorithm::RS256, JwtAlgorithm::PS256]);
+        assert_eq!(
+            keys[0].algorithms,
+            [JwtAlgorithm::RS256, JwtAlgorithm::PS256]
+        );
         assert_eq!(keys[1].algorithms, [JwtAlgorithm::PS256]);
         // Only ES256 allowed: no RSA or Ed25519 key survives.
         let (keys, _) = parse_jwks(&doc, &[JwtAlgorithm::ES256]).expect("parsed");
@@ -511,12 +518,30 @@ mod tests {
             generation: 1,
             fingerprint: fingerprint(&texts),
         };
-        assert!(matches!(set.find(Some("r"), JwtAlgorithm::RS256), Lookup::Found(_)));
-        assert!(matches!(set.find(Some("r"), JwtAlgorithm::ES256), Lookup::WrongType));
-        assert!(matches!(set.find(Some("r"), JwtAlgorithm::EdDSA), Lookup::WrongType));
-        assert!(matches!(set.find(Some("x"), JwtAlgorithm::RS256), Lookup::Unknown));
-        assert!(matches!(set.find(None, JwtAlgorithm::EdDSA), Lookup::Found(_)));
-        assert!(matches!(set.find(None, JwtAlgorithm::ES256), Lookup::Unknown));
+        assert!(matches!(
+            set.find(Some("r"), JwtAlgorithm::RS256),
+            Lookup::Found(_)
+        ));
+        assert!(matches!(
+            set.find(Some("r"), JwtAlgorithm::ES256),
+            Lookup::WrongType
+        ));
+        assert!(matches!(
+            set.find(Some("r"), JwtAlgorithm::EdDSA),
+            Lookup::WrongType
+        ));
+        assert!(matches!(
+            set.find(Some("x"), JwtAlgorithm::RS256),
+            Lookup::Unknown
+        ));
+        assert!(matches!(
+            set.find(None, JwtAlgorithm::EdDSA),
+            Lookup::Found(_)
+        ));
+        assert!(matches!(
+            set.find(None, JwtAlgorithm::ES256),
+            Lookup::Unknown
+        ));
     }
 
     #[test]

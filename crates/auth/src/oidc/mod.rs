@@ -132,7 +132,11 @@ impl Oidc {
             .issuers
             .iter()
             .position(|k| jwks::same_issuer(iss, k.config().issuer.as_str()))
-            .ok_or_else(|| AuthError::invalid("the token's issuer (iss) is not a configured [[auth.oidc]] issuer"))?;
+            .ok_or_else(|| {
+                AuthError::invalid(
+                    "the token's issuer (iss) is not a configured [[auth.oidc]] issuer",
+                )
+            })?;
         let keys = &self.issuers[index];
         let config = keys.config();
         let alg = allowed_algorithm(&parts.alg, &config.algorithms)?;
@@ -343,7 +347,9 @@ fn string_claim(claims: &Map<String, Value>, name: &str) -> Result<Option<String
     match claims.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => clean(name, s).map(Some),
-        Some(_) => Err(AuthError::invalid(format!("claim {name:?} is not a string"))),
+        Some(_) => Err(AuthError::invalid(format!(
+            "claim {name:?} is not a string"
+        ))),
     }
 }
 
@@ -423,7 +429,8 @@ struct Entry {
     generation: u64,
 }
 
-/// Validated tokens by SHA-256, bounded: when full, expired entries go first, then the oldest.
+/// Validated tokens by SHA-256, bounded: when full, expired entries go first, then the oldest
+/// tenth.
 #[derive(Default)]
 struct Cache {
     map: HashMap<[u8; 32], Entry>,
@@ -445,7 +452,9 @@ impl Cache {
             self.map.retain(|_, e| e.verified.expires > now);
             let map = &self.map;
             self.order.retain(|h| map.contains_key(h));
-            while self.map.len() >= CACHE_CAPACITY {
+            // Room for a tenth more at once, so a cache full of live tokens costs one sweep
+            // per thousand inserts, not one per insert.
+            while self.map.len() >= CACHE_CAPACITY - CACHE_CAPACITY / 10 {
                 let Some(oldest) = self.order.pop_front() else {
                     break;
                 };

@@ -710,3 +710,83 @@ async fn a_session_created_by_one_subject_is_not_found_for_another() {
         .await;
     assert_eq!(common::text_of(&ok), "mine");
 }
+
+/// The official Python SDK's OAuth support, as a real MCP host would use it: it knows only the
+/// gateway's URL and its client credentials, discovers the protected resource metadata and the
+/// provider from the gateway's 401, gets a token and calls a tool.
+#[tokio::test]
+async fn the_python_sdk_discovers_the_provider_from_the_gateway_gets_a_token_and_calls_a_tool() {
+    let provider = Provider::start();
+    // The resource must be the URL the client uses, so the port is chosen before the start.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let resource = format!("http://127.0.0.1:{port}/mcp");
+    let config = format!(
+        r#"
+[listen]
+addr = "127.0.0.1:{port}"
+
+[audit]
+file = "audit.jsonl"
+
+[auth]
+resource = "{resource}"
+
+[[auth.oidc]]
+issuer = "{issuer}"
+
+[services.echo]
+builtin = "echo"
+
+[[policy.grants]]
+issuer = "{issuer}"
+agent = "agent-1"
+tools = ["echo.*"]
+"#,
+        issuer = provider.issuer
+    );
+    let gw = Gateway::start_raw(&config, String::new(), String::new());
+    assert_eq!(gw.url, resource);
+    gw.wait_ready(&["echo"]).await;
+    let out = Command::new(tool("venv/bin/python"))
+        .arg(workspace().join("tests/interop/oauth_client.py"))
+        .args([
+            &resource,
+            "agent-1",
+            "secret-1",
+            "mcp:tools",
+            "echo.echo",
+            r#"{"text": "from the SDK"}"#,
+        ])
+        .output()
+        .expect("run the Python client");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the Python SDK client failed:\n{stderr}"
+    );
+    let observed: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        observed["result"]["content"][0]["text"], "from the SDK",
+        "{observed}"
+    );
+    let scope = observed["token"]["scope"].as_str().unwrap_or_default();
+    assert!(scope.split(' ').any(|s| s == "mcp:tools"), "{observed}");
+    let records = gw.audit_at_least(2).await;
+    let call = records
+        .iter()
+        .find(|r| r["method"] == "tools/call")
+        .unwrap_or_else(|| panic!("no tools/call record in {records:?}"));
+    assert_eq!(call["auth_method"], "oidc");
+    assert_eq!(call["principal"], "agent-1");
+    assert_eq!(call["decision"], "allow", "{call}");
+    // The SDK's first request had no token and was told where to look.
+    assert!(
+        records
+            .iter()
+            .any(|r| r["rule"] == "auth" && r["status"] == "401"),
+        "{records:?}"
+    );
+}

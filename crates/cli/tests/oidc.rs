@@ -262,9 +262,10 @@ async fn assert_refused(gw: &Gateway, token: &str, why: &str) {
     let challenge = reply.headers["www-authenticate"].to_str().expect("ascii");
     assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
     assert!(challenge.contains("resource_metadata="), "{challenge}");
-    let records = gw.audit_at_least(before + 1).await;
+    // Records are written asynchronously: one of an earlier request may land after `before`
+    // was read, so look for this refusal's record among everything written since.
+    let records = refusal_record(gw, before).await;
     let record = records.last().expect("an audit record");
-    assert_eq!(record["rule"], "auth", "{record}");
     let reason = record["reason"].as_str().unwrap_or_default();
     assert!(
         reason.contains(why),
@@ -276,6 +277,39 @@ async fn assert_refused(gw: &Gateway, token: &str, why: &str) {
             .contains(token),
         "the token must never be in the audit log"
     );
+}
+
+/// The first audit record of a `tools/call`, once it is written.
+async fn call_record(gw: &Gateway) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(r) = gw.audit().into_iter().find(|r| r["method"] == "tools/call") {
+            return r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no tools/call audited: {:?}",
+            gw.audit()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The audit log up to the first refusal by the `auth` rule at or after index `from`.
+async fn refusal_record(gw: &Gateway, from: usize) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut records = gw.audit();
+        if let Some(i) = records.iter().skip(from).position(|r| r["rule"] == "auth") {
+            records.truncate(from + i + 1);
+            return records;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no auth refusal audited after record {from}: {records:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]
@@ -304,11 +338,7 @@ async fn a_real_token_calls_a_tool_and_the_audit_names_method_issuer_subject_age
         .await;
     assert_eq!(common::text_of(&again), "again");
 
-    let records = gw.audit_at_least(4).await;
-    let call = records
-        .iter()
-        .find(|r| r["method"] == "tools/call")
-        .expect("the call's record");
+    let call = call_record(&gw).await;
     assert_eq!(call["auth_method"], "oidc", "{call}");
     assert_eq!(call["issuer"], provider.issuer.as_str());
     assert_eq!(call["principal"], "agent-1");
@@ -677,7 +707,7 @@ async fn an_oversized_token_is_refused_before_parsing() {
     let mut client = gw.client(&huge);
     let reply = client.call_2026("tools/list", json!({})).await;
     assert_eq!(reply.status, 401);
-    let records = gw.audit_at_least(before + 1).await;
+    let records = refusal_record(&gw, before).await;
     let reason = records.last().expect("record")["reason"]
         .as_str()
         .unwrap_or_default()
@@ -774,11 +804,8 @@ tools = ["echo.*"]
     );
     let scope = observed["token"]["scope"].as_str().unwrap_or_default();
     assert!(scope.split(' ').any(|s| s == "mcp:tools"), "{observed}");
-    let records = gw.audit_at_least(2).await;
-    let call = records
-        .iter()
-        .find(|r| r["method"] == "tools/call")
-        .unwrap_or_else(|| panic!("no tools/call record in {records:?}"));
+    let call = call_record(&gw).await;
+    let records = gw.audit();
     assert_eq!(call["auth_method"], "oidc");
     assert_eq!(call["principal"], "agent-1");
     assert_eq!(call["decision"], "allow", "{call}");

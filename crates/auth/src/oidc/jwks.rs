@@ -336,7 +336,7 @@ async fn get_json(http: &reqwest::Client, url: &url::Url) -> Result<Value, Strin
         .header(reqwest::header::ACCEPT, "application/json")
         .send()
         .await
-        .map_err(|e| format!("GET {url}: {}", without_url(&e)))?;
+        .map_err(|e| format!("GET {url}: {}", transport_error(&e)))?;
     let status = response.status();
     if status.is_redirection() {
         return Err(format!("GET {url}: redirect ({status}) not followed"));
@@ -354,7 +354,7 @@ async fn get_json(http: &reqwest::Client, url: &url::Url) -> Result<Value, Strin
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| format!("GET {url}: {}", without_url(&e)))?
+        .map_err(|e| format!("GET {url}: {}", transport_error(&e)))?
     {
         if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
             return Err(format!("GET {url}: larger than {MAX_DOCUMENT_BYTES} bytes"));
@@ -364,7 +364,7 @@ async fn get_json(http: &reqwest::Client, url: &url::Url) -> Result<Value, Strin
     serde_json::from_slice(&body).map_err(|e| format!("GET {url}: not JSON: {e}"))
 }
 
-fn without_url(e: &reqwest::Error) -> String {
+fn transport_error(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {

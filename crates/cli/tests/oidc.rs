@@ -817,3 +817,56 @@ tools = ["echo.*"]
         "{records:?}"
     );
 }
+
+/// An identity provider that is down never stops the gateway: it starts, API tokens work, and
+/// JWTs of that issuer are refused (fail closed) with the reason in the audit record.
+#[tokio::test]
+async fn the_gateway_starts_and_serves_api_tokens_while_the_provider_is_down() {
+    // A port with nothing behind it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let issuer = format!("http://127.0.0.1:{port}");
+    let alice = token();
+    let config = format!(
+        r#"
+[listen]
+addr = "127.0.0.1:0"
+
+[audit]
+file = "audit.jsonl"
+
+[auth]
+resource = "{RESOURCE}"
+
+[[auth.oidc]]
+issuer = "{issuer}"
+
+[[auth.tokens]]
+principal = "alice"
+hash = "{hash}"
+
+[services.echo]
+builtin = "echo"
+
+[[policy.grants]]
+principal = "alice"
+tools = ["echo.*"]
+"#,
+        hash = alice.hash,
+    );
+    let gw = Gateway::start_raw(&config, alice.token, String::new());
+    gw.wait_ready(&["echo"]).await;
+    assert_eq!(status_with(&gw, &gw.alice).await, 200);
+    let (pair, _) = attacker_key("k");
+    let payload = json!({ "iss": issuer, "aud": RESOURCE, "sub": "x", "exp": now() + 60 });
+    let jwt = sign_ed25519(&pair, &json!({"alg": "EdDSA", "kid": "k"}), &payload);
+    assert_refused(&gw, &jwt, "the issuer's keys are unavailable").await;
+    assert!(
+        gw.stderr_text()
+            .contains("cannot fetch the issuer's signing keys"),
+        "the failed fetch is logged: {}",
+        gw.stderr_text()
+    );
+}

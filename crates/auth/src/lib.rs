@@ -12,6 +12,8 @@
 //! reveal at most bits of a hash, never of a valid token.
 
 pub mod certificate;
+pub mod jwt_crypto;
+pub mod oidc;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -25,6 +27,7 @@ use micromcp_config::{Identity, TokenEntry, TokenHash};
 use sha2::{Digest, Sha256};
 
 pub use certificate::{CertificateMap, ClientCertificate};
+pub use oidc::{Oidc, Verified};
 
 /// Bearer tokens longer than this are refused before any parsing.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;

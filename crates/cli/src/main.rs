@@ -4,10 +4,11 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use micromcp_auth::{ApiTokens, CertificateMap, Chain};
+use micromcp_auth::{ApiTokens, AuthMethod, CertificateMap, Chain, Credentials, Oidc};
 use micromcp_config::{Config, TokenHash};
 use micromcp_gateway::Gateway;
 
@@ -49,6 +50,25 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// Authentication tools.
+    Auth {
+        #[command(subcommand)]
+        command: AuthCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuthCommand {
+    /// Show how the gateway sees a bearer token (API token or OIDC JWT): valid or not, the
+    /// principal, or the rule that refused it. Never prints the token. Exit code 0 valid, 1 not.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The token; without it, the first line of standard input (which keeps the token out
+        /// of the process list and shell history).
+        #[arg(long)]
+        token: Option<String>,
     },
 }
 
@@ -160,7 +180,117 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("hash = {hash:?}");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Auth {
+            command: AuthCommand::Check { config, token },
+        } => {
+            init_logging("warn");
+            auth_check(&config, token).await
+        }
     }
+}
+
+/// The authentication chain of a gateway with this config: API tokens, certificates and, when
+/// configured, the OIDC issuers (returned too, for what only they know, such as expiry).
+fn authenticator(
+    config: &Config,
+    generated: &HashMap<PathBuf, [u8; 32]>,
+) -> anyhow::Result<(Chain, Option<Arc<Oidc>>)> {
+    let oidc = if config.auth.oidc.is_empty() {
+        None
+    } else {
+        let oidc = Oidc::new(&config.auth.oidc)
+            .map_err(|e| anyhow::anyhow!("cannot set up [[auth.oidc]]: {e}"))?;
+        Some(Arc::new(oidc))
+    };
+    let chain = Chain {
+        certificates: CertificateMap::new(&config.auth.certificates),
+        tokens: ApiTokens::new(&config.tokens, generated),
+        oidc: oidc
+            .clone()
+            .map(|o| o as Arc<dyn micromcp_auth::BearerVerifier>),
+    };
+    Ok((chain, oidc))
+}
+
+async fn auth_check(config_path: &Path, token: Option<String>) -> anyhow::Result<ExitCode> {
+    let config = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let token = match token {
+        Some(t) => t,
+        None => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("cannot read the token from standard input")?;
+            line.trim().to_owned()
+        }
+    };
+    // Only hashes that exist already: checking a token never creates one.
+    let mut generated = HashMap::new();
+    for entry in &config.tokens {
+        if let TokenHash::Generate(path) = &entry.hash
+            && path.exists()
+        {
+            let (hash, _) = micromcp_auth::ensure_generated(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            generated.insert(path.clone(), hash);
+        }
+    }
+    let (chain, oidc) = authenticator(&config, &generated)?;
+    let header = format!("Bearer {token}");
+    let result = micromcp_auth::Authenticator::authenticate(
+        &chain,
+        Credentials::bearer(Some(header.as_bytes())),
+    )
+    .await;
+    let principal = match result {
+        Ok(p) => p,
+        Err(e) => {
+            println!("invalid\n  reason: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let expires = match (&oidc, principal.method) {
+        (Some(oidc), AuthMethod::Oidc) => oidc.check(&token).await.ok().map(|v| v.expires),
+        _ => None,
+    };
+    let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "-".to_owned()
+        } else {
+            v.join(" ")
+        }
+    };
+    println!("valid ({})", principal.method.as_str());
+    println!("  user:      {}", principal.user);
+    println!("  agent:     {}", or_dash(&principal.agent));
+    println!("  tenant:    {}", or_dash(&principal.tenant));
+    println!("  roles:     {}", list(&principal.roles));
+    println!("  scopes:    {}", list(&principal.scopes));
+    println!("  clearance: {}", or_dash(&principal.clearance));
+    println!("  issuer:    {}", or_dash(&principal.issuer));
+    println!("  jti:       {}", or_dash(&principal.token_id));
+    if let Some(exp) = expires {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(exp);
+        let left = at
+            .duration_since(std::time::SystemTime::now())
+            .map(|d| std::time::Duration::from_secs(d.as_secs()));
+        match left {
+            Ok(left) => println!(
+                "  expires:   {} (in {})",
+                humantime::format_rfc3339_seconds(at),
+                humantime::format_duration(left)
+            ),
+            Err(_) => println!("  expires:   {}", humantime::format_rfc3339_seconds(at)),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Logs go to stderr (stdout may be a protocol stream). `MICROMCP_LOG` overrides `default`.
@@ -187,11 +317,12 @@ async fn gateway(config_path: &Path, stdio: bool) -> anyhow::Result<ExitCode> {
     };
     fit_connections_to_file_limit(&mut config);
     let generated = materialize_generated_tokens(&config)?;
-    let authn = Chain {
-        certificates: CertificateMap::new(&config.auth.certificates),
-        tokens: ApiTokens::new(&config.tokens, &generated),
-        oidc: None,
-    };
+    let (authn, oidc) = authenticator(&config, &generated)?;
+    if let Some(oidc) = &oidc {
+        // Gateway start never waits for (or fails on) an identity provider: keys are fetched
+        // in the background now, and again when a token needs them.
+        oidc.prefetch();
+    }
     // Audit records never share a stream with logs (stderr): stdout when serving HTTP, a file
     // beside the config when stdout is the stdio protocol stream.
     let audit_to = micromcp_audit::AuditDestination::resolve(

@@ -82,6 +82,10 @@ struct Args {
     /// Also write the results as a markdown table to this file.
     #[arg(long)]
     markdown: Option<PathBuf>,
+    /// Only serve the stand-in identity provider: print the gateway config that trusts it and
+    /// a token for it, then serve its JWKS until killed (scripts/bench-instructions uses it).
+    #[arg(long)]
+    serve_jwks: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -200,11 +204,19 @@ fn main() -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     modes.sort();
     modes.dedup();
-    let bin = locate_micromcp(args.micromcp.clone())?;
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if args.serve_jwks {
+        return rt.block_on(async {
+            let issuer = jwt::Issuer::start().await?;
+            println!("token {}", issuer.token);
+            println!("{}", issuer.config());
+            std::future::pending::<Result<()>>().await
+        });
+    }
+    let bin = locate_micromcp(args.micromcp.clone())?;
     rt.block_on(run(args, eras, modes, bin))
 }
 

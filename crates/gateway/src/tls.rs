@@ -312,3 +312,139 @@ fn fingerprint(der: &[u8]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use micromcp_testkit::tls::{Ca, Issued};
+
+    fn testdata(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("testdata")
+            .join(name)
+    }
+
+    fn tls(cert: PathBuf, key: PathBuf) -> Tls {
+        Tls {
+            cert,
+            key,
+            client_ca: None,
+            client_auth: ClientAuth::None,
+        }
+    }
+
+    fn write(dir: &Path, issued: &Issued) -> (PathBuf, PathBuf) {
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert, &issued.cert_pem).expect("write");
+        std::fs::write(&key, &issued.key_pem).expect("write");
+        (cert, key)
+    }
+
+    fn error(tls: &Tls) -> String {
+        ServerTls::load(tls).expect_err("refused").to_string()
+    }
+
+    #[test]
+    fn loads_pkcs8_pkcs1_and_sec1_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (cert, key) = write(dir.path(), &Ca::new().server(&["localhost"], "pkcs8"));
+        ServerTls::load(&tls(cert, key)).expect("PKCS#8 (P-256)");
+        for name in ["rsa-pkcs1", "ec-sec1"] {
+            let files = tls(
+                testdata(&format!("{name}.cert.pem")),
+                testdata(&format!("{name}.key.pem")),
+            );
+            ServerTls::load(&files).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_their_names() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = Ca::new();
+        let (cert, key) = write(dir.path(), &ca.server(&["localhost"], "a"));
+        let missing = dir.path().join("missing.pem");
+        assert!(error(&tls(missing.clone(), key.clone())).contains(&missing.display().to_string()));
+
+        let other_key = dir.path().join("other.key.pem");
+        std::fs::write(&other_key, ca.server(&["localhost"], "b").key_pem).expect("write");
+        let e = error(&tls(cert.clone(), other_key.clone()));
+        assert!(e.contains("does not belong"), "{e}");
+        assert!(
+            e.contains(&other_key.display().to_string()) && e.contains(&cert.display().to_string()),
+            "{e}"
+        );
+
+        // A key where the certificate should be, and the other way round.
+        let e = error(&tls(key.clone(), key.clone()));
+        assert!(e.contains("no PEM \"CERTIFICATE\""), "{e}");
+        let e = error(&tls(cert.clone(), cert.clone()));
+        assert!(e.contains("no private key"), "{e}");
+
+        let encrypted = dir.path().join("encrypted.pem");
+        std::fs::write(
+            &encrypted,
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n",
+        )
+        .expect("write");
+        assert!(error(&tls(cert.clone(), encrypted)).contains("unencrypted"));
+
+        let huge = dir.path().join("huge.pem");
+        std::fs::write(&huge, vec![b'a'; 2 * 1024 * 1024]).expect("write");
+        assert!(error(&tls(huge, key.clone())).contains("larger than"));
+
+        let mut with_ca = tls(cert, key.clone());
+        with_ca.client_ca = Some(key);
+        with_ca.client_auth = ClientAuth::Required;
+        assert!(error(&with_ca).contains("no PEM \"CERTIFICATE\""));
+    }
+
+    #[test]
+    fn the_watcher_applies_a_change_once_it_is_stable_and_skips_known_bad_contents() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = Ca::new();
+        let first = ca.server(&["localhost"], "first");
+        let (cert, key) = write(dir.path(), &first);
+        let server = ServerTls::load(&tls(cert.clone(), key.clone())).expect("load");
+        let in_use = || server.certificate.current().cert[0].to_vec();
+        assert_eq!(in_use(), first.der.to_vec());
+
+        let second = ca.server(&["localhost"], "second");
+        write(dir.path(), &second);
+        server.certificate.reload(Trigger::Watch);
+        assert_eq!(in_use(), first.der.to_vec(), "seen once: not applied yet");
+        server.certificate.reload(Trigger::Watch);
+        assert_eq!(in_use(), second.der.to_vec(), "the same twice: applied");
+
+        // The certificate is replaced before its key: a pair that does not match yet.
+        let third = ca.server(&["localhost"], "third");
+        std::fs::write(&cert, &third.cert_pem).expect("write");
+        server.certificate.reload(Trigger::Watch);
+        server.certificate.reload(Trigger::Watch);
+        assert_eq!(
+            in_use(),
+            second.der.to_vec(),
+            "a bad pair keeps the one in use"
+        );
+        let failed = server.certificate.watch.lock().expect("lock").failed;
+        assert!(failed.is_some());
+        server.certificate.reload(Trigger::Watch);
+        assert_eq!(
+            server.certificate.watch.lock().expect("lock").pending,
+            None,
+            "known bad: not retried"
+        );
+
+        std::fs::write(&key, &third.key_pem).expect("write");
+        server.certificate.reload(Trigger::Watch);
+        server.certificate.reload(Trigger::Watch);
+        assert_eq!(in_use(), third.der.to_vec());
+
+        // SIGHUP applies at once.
+        let fourth = ca.server(&["localhost"], "fourth");
+        write(dir.path(), &fourth);
+        server.reload();
+        assert_eq!(in_use(), fourth.der.to_vec());
+        assert_eq!(server.fingerprint(), fingerprint(&fourth.der));
+    }
+}

@@ -238,24 +238,24 @@ fn peer_certificate(stream: &TlsStream<TcpStream>) -> Vec<u8> {
         .to_vec()
 }
 
+/// Opens a connection (which gets the certificate the gateway started with), then replaces the
+/// certificate and key files with a new pair for subject CN `cn`; returns both.
+async fn connect_then_replace(tgw: &TlsGateway, cn: &str) -> (TlsStream<TcpStream>, Issued) {
+    let before = fresh_healthz(tgw, tgw.rustls(None, &[]))
+        .await
+        .expect("first connection");
+    assert_eq!(peer_certificate(&before), tgw.server.der.to_vec());
+    let next = tgw.ca.server(&["localhost", "127.0.0.1"], cn);
+    write_pair(tgw.files.path(), &next);
+    (before, next)
+}
+
 async fn echo_call(c: &mut Client, text: &str) -> Reply {
     c.call(
         "tools/call",
         json!({"name": "echo.echo", "arguments": {"text": text}}),
     )
     .await
-}
-
-/// Whether the gateway closed `stream` within `within`.
-async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
-    let mut buf = [0u8; 256];
-    loop {
-        match tokio::time::timeout(within, stream.read(&mut buf)).await {
-            Err(_) => return false,
-            Ok(Ok(0) | Err(_)) => return true,
-            Ok(Ok(_)) => {}
-        }
-    }
 }
 
 const SPIFFE_BOT: &str = "spiffe://example.org/agent/bot";
@@ -503,13 +503,7 @@ async fn a_certificate_from_another_ca_fails_the_handshake_in_both_modes() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sighup_reloads_the_certificate_without_dropping_open_connections() {
     let mut tgw = start(None, "");
-    let mut before = fresh_healthz(&tgw, tgw.rustls(None, &[]))
-        .await
-        .expect("first connection");
-    assert_eq!(peer_certificate(&before), tgw.server.der.to_vec());
-
-    let second = tgw.ca.server(&["localhost", "127.0.0.1"], "gateway-2");
-    write_pair(tgw.files.path(), &second);
+    let (mut before, second) = connect_then_replace(&tgw, "gateway-2").await;
     tgw.sighup();
     tgw.wait_log("TLS certificate reloaded on SIGHUP", 1).await;
     tgw.still_running();
@@ -551,13 +545,7 @@ async fn sighup_reloads_the_certificate_without_dropping_open_connections() {
 #[tokio::test(flavor = "multi_thread")]
 async fn changed_certificate_files_are_reloaded_without_a_signal() {
     let tgw = start(None, "");
-    let mut before = fresh_healthz(&tgw, tgw.rustls(None, &[]))
-        .await
-        .expect("first connection");
-    assert_eq!(peer_certificate(&before), tgw.server.der.to_vec());
-
-    let next = tgw.ca.server(&["localhost", "127.0.0.1"], "gateway-next");
-    write_pair(tgw.files.path(), &next);
+    let (mut before, next) = connect_then_replace(&tgw, "gateway-next").await;
     tgw.wait_log("TLS certificate reloaded after its files changed", 1)
         .await;
     assert!(!tgw.gw.stderr_text().contains("SIGHUP: reloading"));
@@ -596,41 +584,62 @@ async fn a_stalled_tls_handshake_is_closed_after_the_header_timeout_and_holds_a_
     let tgw = start_with_limits(
         None,
         "",
-        "header_timeout = \"2s\"\nmax_connections_per_address = 8",
+        "header_timeout = \"3s\"\nmax_connections = 8\nmax_connections_per_address = 4",
     );
-    // TCP connections that never send a ClientHello, up to the per-address cap (8).
+    // TCP connections that never finish a ClientHello, up to the per-address cap (4) from two
+    // addresses, so the total cap (8) is reached too.
     let started = Instant::now();
     let mut stalled = Vec::new();
-    for _ in 0..8 {
-        stalled.push(TcpStream::connect(tgw.addr).await.expect("connect"));
+    for source in ["127.0.0.2", "127.0.0.3"] {
+        for _ in 0..4 {
+            stalled.push(connect_from(source, tgw.addr).await.expect("connect"));
+        }
     }
-    // They count: a ninth connection from the same address is closed at once.
-    let mut ninth = TcpStream::connect(tgw.addr).await.expect("connect");
-    assert!(
-        closed_within(&mut ninth, Duration::from_millis(1500)).await,
-        "stalled handshakes count against the per-address cap"
-    );
     // Half a ClientHello, then nothing, on one of them.
-    stalled[0]
+    stalled[7]
         .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
         .await
         .expect("write");
-    for s in &mut stalled {
+    // They count: a fifth connection from 127.0.0.2 is closed at once.
+    let mut fifth = connect_from("127.0.0.2", tgw.addr).await.expect("connect");
+    assert!(
+        closed_within(&mut fifth, Duration::from_millis(1500)).await,
+        "stalled handshakes count against the per-address cap"
+    );
+    // At the total cap, a real client still gets in: the longest-waiting stalled handshake
+    // is closed to make room.
+    fresh_healthz(&tgw, tgw.rustls(None, &[]))
+        .await
+        .expect("a real client gets in at the cap");
+    assert!(
+        closed_within(&mut stalled[0], Duration::from_millis(1500)).await,
+        "the oldest stalled handshake made room"
+    );
+    for s in &mut stalled[1..] {
         assert!(
-            closed_within(s, Duration::from_secs(6)).await,
+            closed_within(s, Duration::from_secs(8)).await,
             "a stalled handshake is closed"
         );
     }
     let took = started.elapsed();
     assert!(
-        took >= Duration::from_millis(1800),
-        "closed after the header timeout (2 s), not before: {took:?}"
+        took >= Duration::from_millis(2800),
+        "closed after the header timeout (3 s), not before: {took:?}"
     );
+    tgw.wait_log(
+        "connection still in its TLS handshake closed to make room",
+        1,
+    )
+    .await;
     tgw.wait_log("TLS handshake not completed in time", 1).await;
     // Their slots are free again.
-    fresh_healthz(&tgw, tgw.rustls(None, &[]))
-        .await
-        .expect("a real client gets in");
+    for _ in 0..4 {
+        let mut tls = tgw
+            .connect(tgw.rustls(None, &[]))
+            .await
+            .expect("slots are free");
+        healthz(&mut tls).await.expect("served");
+    }
 }
 
 #[test]

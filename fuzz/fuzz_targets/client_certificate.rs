@@ -1,4 +1,5 @@
-//! DER certificates: `ClientCertificate::from_der` (x509-parser, then our bounds).
+//! DER certificates: `ClientCertificate::from_der` (webpki for the SANs, our DER walk for the
+//! subject CN, then the bounds).
 //! Properties: fuzz/checks/certificate.rs (replayed by crates/auth/tests/fuzz_corpus.rs).
 #![no_main]
 

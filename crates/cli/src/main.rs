@@ -338,6 +338,13 @@ async fn gateway(config_path: &Path, stdio: bool) -> anyhow::Result<ExitCode> {
     let grace = config.gateway.shutdown_grace;
     let stdio_identity = config.stdio.clone();
     let listen_addr = config.listen.addr;
+    // Certificate and key are read before anything starts: a bad file stops the start.
+    let tls = match (&config.listen.tls, stdio) {
+        (Some(tls), false) => Some(std::sync::Arc::new(
+            micromcp_gateway::tls::ServerTls::load(tls).context("listen.tls")?,
+        )),
+        _ => None,
+    };
     let gateway = Gateway::start(config, Box::new(authn), audit, self_exe);
 
     if stdio {
@@ -357,11 +364,21 @@ async fn gateway(config_path: &Path, stdio: bool) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("cannot listen on {listen_addr}"))?;
         let addr = listener.local_addr()?;
-        eprintln!("micromcp: listening on http://{addr}/mcp");
+        if let Some(tls) = &tls {
+            reload_certificate_on_sighup(tls.clone())?;
+            tokio::spawn(tls.clone().watch());
+            tracing::info!(
+                "TLS certificate SHA-256 {}; reloaded on SIGHUP or when its files change",
+                tls.fingerprint()
+            );
+        }
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        eprintln!("micromcp: listening on {scheme}://{addr}/mcp");
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(micromcp_gateway::listener::serve(
             gateway.clone(),
             listener,
+            tls,
             async move {
                 let _ = stop_rx.await;
             },
@@ -434,6 +451,29 @@ fn materialize_generated_tokens(config: &Config) -> anyhow::Result<HashMap<PathB
         generated.insert(path.clone(), hash);
     }
     Ok(generated)
+}
+
+/// SIGHUP reloads the TLS certificate and key (it no longer stops the process). The handler is
+/// installed before the listener is announced, so a SIGHUP sent after that never kills it.
+fn reload_certificate_on_sighup(
+    tls: std::sync::Arc<micromcp_gateway::tls::ServerTls>,
+) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangup =
+            signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading the TLS certificate and key");
+                let tls = tls.clone();
+                let _ = tokio::task::spawn_blocking(move || tls.reload()).await;
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = tls;
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -45,26 +45,6 @@ fn addr(gw: &Gateway) -> SocketAddr {
         .expect("gateway address")
 }
 
-/// A TCP connection to the gateway from the given loopback source address (all of 127/8 is
-/// loopback on Linux, so an "attacker" can have its own address).
-async fn connect_from(source: &str, to: SocketAddr) -> std::io::Result<TcpStream> {
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(format!("{source}:0").parse().expect("source"))?;
-    socket.connect(to).await
-}
-
-/// Whether the gateway closed `stream` within `within` (EOF or reset on read).
-async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
-    let mut buf = [0u8; 1024];
-    loop {
-        match tokio::time::timeout(within, stream.read(&mut buf)).await {
-            Err(_) => return false,
-            Ok(Ok(0) | Err(_)) => return true,
-            Ok(Ok(_)) => {} // a response (e.g. 408); keep reading until the close
-        }
-    }
-}
-
 /// Sends raw bytes and returns everything the gateway answers until it closes (5 s at most).
 async fn raw_exchange(to: SocketAddr, request: &[u8]) -> String {
     let mut stream = TcpStream::connect(to).await.expect("connect");

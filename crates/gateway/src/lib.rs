@@ -12,6 +12,7 @@
 //! - [`events`]: notifications from upstreams, delivered only to the client they belong to.
 //! - [`normalize`]: result shapes per protocol era.
 //! - [`oauth`]: OAuth protected resource metadata (RFC 9728) and `WWW-Authenticate` challenges.
+//! - [`tls`]: TLS on the client listener, certificate reloads, client certificates.
 //! - [`output`]: upstream URIs in results made public; list items with hidden characters left out.
 
 mod authority;
@@ -27,6 +28,7 @@ pub mod output;
 pub mod pipeline;
 pub mod session;
 pub mod stdio;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -14,7 +14,11 @@
 //!   and idle keep-alive connections are both closed when it runs out;
 //! - request heads are at most [`MAX_HEADER_BYTES`] (431 beyond);
 //! - HTTP/1.1 only (docs/adr/0006): there is no second authority (`:authority`) that could
-//!   disagree with the `Host` header that [`crate::http`] checks.
+//!   disagree with the `Host` header that [`crate::http`] checks;
+//! - with `[listen.tls]`, the TLS handshake ([`crate::tls`]) runs in the connection's task
+//!   after it is admitted, within `listen.header_timeout`; a connection still in its handshake
+//!   counts as waiting for a request. The client certificate it verified, if any, goes with
+//!   every request of the connection as a request extension.
 //!
 //! Concurrent requests are bounded by connections (HTTP/1.1 serves one request at a time per
 //! connection, and pipelined requests wait their turn).
@@ -36,11 +40,13 @@ use std::time::{Duration, Instant};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use micromcp_auth::ClientCertificate;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
 use crate::Gateway;
 use crate::session::lock;
+use crate::tls::ServerTls;
 
 /// Largest request head (request line and headers) a client may send.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -49,11 +55,13 @@ pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// Pause after a failed `accept` (out of file descriptors, say) before the next one.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
 
-/// Serves HTTP/1.1 on `listener` until `shutdown` resolves, then waits for open connections
-/// to finish (the caller bounds that wait with `gateway.shutdown_grace`).
+/// Serves HTTP/1.1 on `listener` — over TLS when `tls` is given — until `shutdown` resolves,
+/// then waits for open connections to finish (the caller bounds that wait with
+/// `gateway.shutdown_grace`).
 pub async fn serve(
     gateway: Arc<Gateway>,
     listener: TcpListener,
+    tls: Option<Arc<ServerTls>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let listen = &gateway.config.listen;
@@ -66,7 +74,9 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(listen.header_timeout)
         .max_header_size(MAX_HEADER_BYTES);
+    let http1 = Arc::new(http1);
     let router = crate::http::router(gateway.clone());
+    let acceptor = tls.as_deref().map(ServerTls::acceptor);
     tokio::pin!(shutdown);
     let mut summary = tokio::time::interval(REFUSAL_LOG_INTERVAL);
     summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -96,48 +106,132 @@ pub async fn serve(
         // No Nagle delay: SSE events and small JSON answers must leave at once (with Nagle and
         // the peer's delayed ACK, a response written in pieces stalls for ~40 ms).
         let _ = tcp.set_nodelay(true);
-        let activity = permit.activity.clone();
-        let service = TowerToHyperService::new(Tracked {
+        let connection = Connection {
+            gateway: gateway.clone(),
+            limits: limits.clone(),
+            http1: http1.clone(),
             router: router.clone(),
-            activity: activity.clone(),
-        });
-        let connection = http1.serve_connection(TokioIo::new(tcp), service);
-        let gateway = gateway.clone();
-        let limits = limits.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let started = Instant::now();
-            tokio::pin!(connection);
-            let outcome = loop {
-                tokio::select! {
-                    outcome = connection.as_mut() => break outcome,
-                    () = activity.close.notified() => {
-                        if limits.shutting_down.load(Ordering::Acquire) {
-                            // Finish the request in progress, then close.
-                            connection.as_mut().graceful_shutdown();
-                            break connection.as_mut().await;
-                        }
-                        // Chosen to make room, but a request started before this task saw it:
-                        // that request is kept (nothing runs on the connection while we look).
-                        if activity.requests.load(Ordering::Acquire) > 0 {
-                            activity.evicting.store(false, Ordering::Release);
-                            continue;
-                        }
-                        gateway.refusals.count(
-                            "longest-idle connection closed to make room (listen.max_connections reached)",
-                        );
-                        return;
-                    }
-                }
-            };
-            if let Err(e) = outcome {
-                gateway.connection_failed(&e, started);
-            }
-        });
+            permit,
+        };
+        match &acceptor {
+            None => tokio::spawn(connection.serve(tcp, None)),
+            Some(acceptor) => tokio::spawn(connection.serve_tls(acceptor.clone(), tcp)),
+        };
     }
     drop(listener);
     limits.close_all().await;
     Ok(())
+}
+
+/// One admitted connection, served by its own task. The permit (its slot in the limits) is
+/// held until the task ends.
+struct Connection {
+    gateway: Arc<Gateway>,
+    limits: Arc<ConnectionLimits>,
+    http1: Arc<hyper::server::conn::http1::Builder>,
+    router: axum::Router,
+    permit: Permit,
+}
+
+impl Connection {
+    /// The TLS handshake, then HTTP/1.1. The handshake must finish within
+    /// `listen.header_timeout` (the connection holds a slot meanwhile, and counts as waiting
+    /// for a request, so it is also the first to be closed to make room).
+    async fn serve_tls(self, acceptor: tokio_rustls::TlsAcceptor, tcp: TcpStream) {
+        let activity = self.permit.activity.clone();
+        let timeout = self.gateway.config.listen.header_timeout;
+        let handshake = tokio::select! {
+            done = tokio::time::timeout(timeout, acceptor.accept(tcp)) => done,
+            () = activity.close.notified() => {
+                if !self.limits.shutting_down.load(Ordering::Acquire) {
+                    self.gateway.refusals.count(
+                        "connection still in its TLS handshake closed to make room (listen.max_connections reached)",
+                    );
+                }
+                return;
+            }
+        };
+        let stream = match handshake {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                self.gateway.handshake_failed(&e);
+                return;
+            }
+            Err(_) => {
+                self.gateway
+                    .refusals
+                    .count("TLS handshake not completed in time (listen.header_timeout)");
+                return;
+            }
+        };
+        let presented = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first());
+        let certificate = match presented.map(|der| ClientCertificate::from_der(der)) {
+            None => None,
+            Some(Ok(certificate)) => Some(Arc::new(certificate)),
+            Some(Err(e)) => {
+                tracing::debug!(target: "micromcp::listener", "client certificate not readable: {e}");
+                self.gateway
+                    .refusals
+                    .count("client certificate verified but not readable");
+                return;
+            }
+        };
+        self.serve(stream, certificate).await;
+    }
+
+    /// Serves HTTP/1.1 on `io` until the client closes, the connection is chosen to make room,
+    /// or the gateway shuts down (after the request in progress).
+    async fn serve<I>(self, io: I, certificate: Option<Arc<ClientCertificate>>)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Connection {
+            gateway,
+            limits,
+            http1,
+            router,
+            permit,
+        } = self;
+        let activity = permit.activity.clone();
+        let service = TowerToHyperService::new(Tracked {
+            router,
+            activity: activity.clone(),
+            certificate,
+        });
+        let connection = http1.serve_connection(TokioIo::new(io), service);
+        let _permit = permit;
+        let started = Instant::now();
+        tokio::pin!(connection);
+        let outcome = loop {
+            tokio::select! {
+                outcome = connection.as_mut() => break outcome,
+                () = activity.close.notified() => {
+                    if limits.shutting_down.load(Ordering::Acquire) {
+                        // Finish the request in progress, then close.
+                        connection.as_mut().graceful_shutdown();
+                        break connection.as_mut().await;
+                    }
+                    // Chosen to make room, but a request started before this task saw it:
+                    // that request is kept (nothing runs on the connection while we look).
+                    if activity.requests.load(Ordering::Acquire) > 0 {
+                        activity.evicting.store(false, Ordering::Release);
+                        continue;
+                    }
+                    gateway.refusals.count(
+                        "longest-idle connection closed to make room (listen.max_connections reached)",
+                    );
+                    return;
+                }
+            }
+        };
+        if let Err(e) = outcome {
+            gateway.connection_failed(&e, started);
+        }
+    }
 }
 
 impl Gateway {
@@ -161,6 +255,21 @@ impl Gateway {
             None => tracing::debug!(target: "micromcp::listener", "connection ended: {e}"),
         }
     }
+
+    /// A TLS handshake failed: what rustls refused is counted as a refusal (an untrusted or
+    /// missing client certificate, no common protocol or ALPN); a client that went away is only
+    /// a debug line.
+    fn handshake_failed(&self, e: &std::io::Error) {
+        match e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            Some(refused) => self
+                .refusals
+                .count(&format!("TLS handshake failed: {refused}")),
+            None => tracing::debug!(target: "micromcp::listener", "TLS handshake ended: {e}"),
+        }
+    }
 }
 
 /// What the listener knows about one open connection: whether an authenticated request is in
@@ -178,11 +287,13 @@ pub(crate) struct Activity {
 }
 
 /// The router, with each request carrying its connection's [`Activity`] (as a request
-/// extension), so the HTTP transport can mark an authenticated request in progress.
+/// extension), so the HTTP transport can mark an authenticated request in progress, and the
+/// client certificate verified in the connection's TLS handshake, if any.
 #[derive(Clone)]
 struct Tracked {
     router: axum::Router,
     activity: Arc<Activity>,
+    certificate: Option<Arc<ClientCertificate>>,
 }
 
 /// One authenticated request in progress on a connection; kept until the response body — an
@@ -214,6 +325,9 @@ impl tower_service::Service<hyper::Request<Incoming>> for Tracked {
 
     fn call(&mut self, mut request: hyper::Request<Incoming>) -> Self::Future {
         request.extensions_mut().insert(self.activity.clone());
+        if let Some(certificate) = &self.certificate {
+            request.extensions_mut().insert(certificate.clone());
+        }
         tower_service::Service::call(&mut self.router, request)
     }
 }

@@ -1,5 +1,5 @@
-//! TLS for tests: a private CA and server certificates made at test time (rcgen, ring), and
-//! an axum listener that serves only connections whose TLS handshake completed.
+//! TLS for tests: a private CA, server and client certificates made at test time (rcgen,
+//! ring), and an axum listener that serves only connections whose TLS handshake completed.
 
 use std::io;
 use std::net::SocketAddr;
@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
+    KeyUsagePurpose, SanType,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::{TcpListener, TcpStream};
@@ -30,11 +30,14 @@ impl Default for Ca {
 
 impl Ca {
     pub fn new() -> Self {
+        Self::named("micromcp test CA")
+    }
+
+    /// A CA whose subject CN is `name` (CAs with the same name differ only by their keys).
+    pub fn named(name: &str) -> Self {
         let key = KeyPair::generate().expect("CA key");
         let mut params = CertificateParams::default();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "micromcp test CA");
+        params.distinguished_name.push(DnType::CommonName, name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let cert = params.self_signed(&key).expect("CA certificate");
@@ -46,16 +49,42 @@ impl Ca {
 
     /// A server certificate for `name`, and its key.
     pub fn issue(&self, name: &str) -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
-        let key = KeyPair::generate().expect("server key");
-        let mut params = CertificateParams::new(vec![name.to_owned()]).expect("server params");
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let issued = self.server(&[name], name);
+        let key = PrivatePkcs8KeyDer::from(issued.key_der);
+        (issued.der, key.into())
+    }
+
+    /// A server certificate for `names` (DNS names or IP addresses) with subject CN `cn`.
+    pub fn server(&self, names: &[&str], cn: &str) -> Issued {
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let mut params = CertificateParams::new(names).expect("server params");
+        params.distinguished_name.push(DnType::CommonName, cn);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let cert = params
-            .signed_by(&key, &self.issuer)
-            .expect("server certificate");
-        let key = PrivatePkcs8KeyDer::from(key.serialize_der());
-        (cert.der().clone(), key.into())
+        self.sign(params)
+    }
+
+    /// A client certificate with these URI SANs (a SPIFFE id, say) and subject CN `cn`.
+    pub fn client(&self, uris: &[&str], cn: &str) -> Issued {
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = uris
+            .iter()
+            .map(|u| SanType::URI((*u).try_into().expect("URI SAN")))
+            .collect();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.sign(params)
+    }
+
+    fn sign(&self, mut params: CertificateParams) -> Issued {
+        let key = KeyPair::generate().expect("key");
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let cert = params.signed_by(&key, &self.issuer).expect("certificate");
+        Issued {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            der: cert.der().clone(),
+            key_der: key.serialize_der(),
+        }
     }
 
     /// The CA certificate written to a file, removed when the guard drops.
@@ -68,6 +97,27 @@ impl Ca {
         ));
         std::fs::write(&path, &self.pem).expect("write CA file");
         TempFile(path)
+    }
+}
+
+/// A certificate signed by a [`Ca`], and its key (PKCS#8).
+pub struct Issued {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub der: CertificateDer<'static>,
+    pub key_der: Vec<u8>,
+}
+
+impl Issued {
+    /// The certificate and key in one PEM text (as reqwest's `Identity::from_pem` wants).
+    pub fn identity_pem(&self) -> String {
+        format!("{}{}", self.cert_pem, self.key_pem)
+    }
+
+    /// For a rustls client: the certificate (alone) and its key.
+    pub fn chain_and_key(&self) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+        let key = PrivatePkcs8KeyDer::from(self.key_der.clone());
+        (vec![self.der.clone()], key.into())
     }
 }
 

@@ -566,3 +566,27 @@ pub async fn read_stream_until(stream: reqwest::Response, needle: &str) -> Strin
     }
     seen
 }
+
+/// A TCP connection to the gateway from the given loopback source address (all of 127/8 is
+/// loopback on Linux, so an "attacker" can have its own address).
+pub async fn connect_from(
+    source: &str,
+    to: std::net::SocketAddr,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(format!("{source}:0").parse().expect("source"))?;
+    socket.connect(to).await
+}
+
+/// Whether the gateway closed `stream` within `within` (EOF or reset on read).
+pub async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(within, stream.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => {} // a response (e.g. 408); keep reading until the close
+        }
+    }
+}

@@ -3,13 +3,14 @@
 
 use std::{path::Path, sync::Arc};
 
-use micromcp_testkit::rpc_2026;
+use micromcp_identity::signed::{Binding, META_KEY, RequestId, ServiceKey, Verifier};
+use micromcp_testkit::{messages, post_2026, response_of, rpc_2026};
 use serde_json::{Value, json};
 
 use super::*;
 use crate::{
     embed::HashEmbedder,
-    identity::{CallerIdentity, StaticIdentity},
+    identity::{CallerIdentity, SignedIdentity, StaticIdentity},
     index::{IndexSettings, index_folder},
     labels::Classification,
     store::{SqliteStore, testdb::TestDb},
@@ -28,14 +29,21 @@ fn write(docs: &Path, rel: &str, tenant: &str, classification: &str, body: &str)
 /// Indexes a small two-tenant folder and serves it for `caller`; returns the `/mcp` URL
 /// and the progress handle (to simulate a pass in flight).
 async fn spawn(caller: CallerIdentity) -> (String, Arc<Progress>, tempfile::TempDir) {
+    spawn_for(Arc::new(StaticIdentity::new(caller))).await
+}
+
+/// [`spawn`] with any identity source.
+async fn spawn_for(
+    identity: Arc<dyn IdentitySource>,
+) -> (String, Arc<Progress>, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(SqliteStore::open(&dir.path().join("i.sqlite3")).expect("open"));
-    spawn_on(caller, store, dir).await
+    spawn_on(identity, store, dir).await
 }
 
 /// [`spawn`] on any store; `dir` holds the documents.
 async fn spawn_on(
-    caller: CallerIdentity,
+    identity: Arc<dyn IdentitySource>,
     store: Arc<dyn Store>,
     dir: tempfile::TempDir,
 ) -> (String, Arc<Progress>, tempfile::TempDir) {
@@ -63,12 +71,7 @@ async fn spawn_on(
         .await
         .expect("index");
     assert_eq!(report.embedded.len(), 3);
-    let service = VectorService::new(
-        store,
-        embedder,
-        Arc::new(StaticIdentity::new(caller)),
-        Arc::clone(&progress),
-    );
+    let service = VectorService::new(store, embedder, identity, Arc::clone(&progress));
     let url = micromcp_testkit::serve(micromcp_services::http_router(service)).await;
     (url, progress, dir)
 }
@@ -291,7 +294,8 @@ async fn the_service_works_on_the_postgres_store() {
     let db = TestDb::new();
     let store = Arc::new(db.open().await);
     let dir = tempfile::tempdir().expect("tempdir");
-    let (url, _, _dir) = spawn_on(acme(Classification::Confidential), store, dir).await;
+    let identity = Arc::new(StaticIdentity::new(acme(Classification::Confidential)));
+    let (url, _, _dir) = spawn_on(identity, store, dir).await;
     let response = search(&url, json!({"query": "marmalade", "k": 10}), json!({})).await;
     assert_ne!(response["result"]["isError"], true, "{response}");
     assert_eq!(
@@ -328,4 +332,119 @@ async fn the_service_works_on_the_postgres_store() {
     )
     .await;
     assert_eq!(paths(&by_prefix), ["acme-public.md"]);
+}
+
+/// A call with the gateway's signed identity of `tenant`/`clearance`, bound to request `id`
+/// (`sign_id`: the id the identity names, to forge a mismatch).
+async fn signed_search(
+    url: &str,
+    key: &ServiceKey,
+    id: u64,
+    sign_id: i64,
+    tenant: &str,
+    clearance: &str,
+    query: &str,
+) -> Value {
+    let caller = micromcp_identity::Caller {
+        user: "alice",
+        agent: Some("bot"),
+        tenant: Some(tenant),
+        roles: &[],
+        scopes: &[],
+        clearance: Some(clearance),
+        method: "api_token",
+        idp: None,
+    };
+    let binding = Binding {
+        id: RequestId::Number(sign_id),
+        method: "tools/call".into(),
+        name: Some("search".into()),
+    };
+    let identity = key.sign(&caller, "micromcp", binding, micromcp_identity::now_secs());
+    let params = json!({"name": "search", "arguments": {"query": query, "k": 10},
+        "_meta": {META_KEY: identity}});
+    let response = post_2026(url, id, "tools/call", params, json!({})).await;
+    response_of(&messages(response).await).clone()
+}
+
+fn refusal(response: &Value) -> String {
+    assert_eq!(response["result"]["isError"], true, "{response}");
+    response["result"]["content"][0]["text"]
+        .as_str()
+        .expect("text")
+        .to_owned()
+}
+
+/// With a key, every call needs the gateway's identity for that very call, and the launch
+/// identity (acme, confidential) bounds what it may see.
+#[tokio::test]
+async fn with_a_key_the_signed_caller_decides_within_the_launch_bounds() {
+    let key = ServiceKey::generate().expect("key");
+    let service_key = ServiceKey::from_env_value(&key.to_env_value()).expect("key");
+    let identity = Arc::new(SignedIdentity::new(
+        Verifier::new(service_key),
+        acme(Classification::Confidential),
+    ));
+    let (url, _, _dir) = spawn_for(identity).await;
+
+    let public = signed_search(&url, &key, 1, 1, "acme", "public", "marmalade").await;
+    assert_eq!(paths(&public), ["acme-public.md"]);
+    // Asking for restricted gets the launch clearance (confidential), not more.
+    let widened = signed_search(&url, &key, 2, 2, "acme", "restricted", ACME_SECRET).await;
+    assert_eq!(paths(&widened), ["acme-public.md"], "{widened}");
+    // Another tenant is refused outright, not answered from acme's documents.
+    let globex = signed_search(&url, &key, 3, 3, "globex", "public", GLOBEX_SECRET).await;
+    assert!(refusal(&globex).contains("not the tenant"));
+    assert!(!globex.to_string().contains("Initech"));
+
+    // No identity, an unsigned one, one signed with another key, one for another request.
+    let missing = search(&url, json!({"query": "marmalade"}), json!({})).await;
+    assert!(refusal(&missing).contains("no caller identity"), "{missing}");
+    let unsigned = search(
+        &url,
+        json!({"query": "marmalade"}),
+        json!({META_KEY: {"tenant": "acme", "clearance": "restricted"}}),
+    )
+    .await;
+    assert!(refusal(&unsigned).contains("malformed"), "{unsigned}");
+    let other_key = ServiceKey::generate().expect("key");
+    let forged = signed_search(&url, &other_key, 4, 4, "acme", "public", "marmalade").await;
+    assert!(refusal(&forged).contains("signature"), "{forged}");
+    let misbound = signed_search(&url, &key, 5, 99, "acme", "public", "marmalade").await;
+    assert!(refusal(&misbound).contains("another request"), "{misbound}");
+}
+
+/// The same signed message sent twice: the second is refused.
+#[tokio::test]
+async fn with_a_key_a_replayed_identity_is_refused() {
+    let key = ServiceKey::generate().expect("key");
+    let service_key = ServiceKey::from_env_value(&key.to_env_value()).expect("key");
+    let identity = Arc::new(SignedIdentity::new(
+        Verifier::new(service_key),
+        acme(Classification::Restricted),
+    ));
+    let (url, _, _dir) = spawn_for(identity).await;
+    let caller = micromcp_identity::Caller {
+        user: "alice",
+        agent: None,
+        tenant: Some("acme"),
+        roles: &[],
+        scopes: &[],
+        clearance: Some("restricted"),
+        method: "api_token",
+        idp: None,
+    };
+    let binding = Binding {
+        id: RequestId::Number(7),
+        method: "tools/call".into(),
+        name: Some("search".into()),
+    };
+    let signed = key.sign(&caller, "micromcp", binding, micromcp_identity::now_secs());
+    let params = json!({"name": "search", "arguments": {"query": ACME_SECRET},
+        "_meta": {META_KEY: signed}});
+    let first = response_of(&messages(post_2026(&url, 7, "tools/call", params.clone(), json!({})).await).await).clone();
+    assert_eq!(paths(&first)[0], "acme-secret.md", "{first}");
+    let again = response_of(&messages(post_2026(&url, 7, "tools/call", params, json!({})).await).await).clone();
+    assert!(refusal(&again).contains("already used"), "{again}");
+    assert!(!again.to_string().contains("marmalade"));
 }

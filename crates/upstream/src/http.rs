@@ -399,7 +399,13 @@ impl HttpUpstream {
         if !content_type.starts_with("application/json") {
             return Err(self.protocol(format!("HTTP {status} with content type {content_type:?}")));
         }
-        match self.on_message(&bytes, id)? {
+        let message = self.on_message(&bytes, id);
+        if !status.is_success() && message.is_err() {
+            // A refusal that is not JSON-RPC (e.g. 401 from a service that does not accept
+            // the gateway's credentials): the status says more than the body's shape.
+            return Err(self.unavailable(format!("HTTP {status}")));
+        }
+        match message? {
             Some(result) => result,
             None => Err(self.protocol(format!("HTTP {status} without a response to request {id}"))),
         }

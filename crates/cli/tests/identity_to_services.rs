@@ -205,7 +205,11 @@ async fn an_http_service_learns_each_caller_from_a_gateway_signed_jwt_never_thei
     assert_eq!(claims["iss"], ISSUER);
     assert_eq!(claims["aud"], service.url.as_str(), "bound to this service");
     assert_eq!(claims["sub"], "alice");
-    assert_eq!(claims["act"], json!({"sub": "bot"}), "the agent acts for alice");
+    assert_eq!(
+        claims["act"],
+        json!({"sub": "bot"}),
+        "the agent acts for alice"
+    );
     assert_eq!(claims["tenant"], "acme");
     assert_eq!(claims["auth_method"], "api_token");
     let iat = claims["iat"].as_u64().expect("iat");

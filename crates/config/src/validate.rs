@@ -784,7 +784,10 @@ fn service(
         if s.cwd.is_some() {
             e.push(format!("{path}.cwd"), "not used with builtin services");
         }
-        if s.env.as_ref().is_some_and(|env| env.contains_key(IDENTITY_KEY_ENV)) {
+        if s.env
+            .as_ref()
+            .is_some_and(|env| env.contains_key(IDENTITY_KEY_ENV))
+        {
             e.push(
                 format!("{path}.env.{IDENTITY_KEY_ENV}"),
                 "reserved: the gateway sets it for built-ins that receive the caller's identity",

@@ -73,13 +73,17 @@ env = {{ {IDENTITY_KEY_ENV} = "chosen-by-me" }}
 "#
     ))
     .expect_err("invalid");
-    assert_eq!(messages_at(&errors, "services.a.identity").len(), 1, "{errors:?}");
-    assert_eq!(messages_at(&errors, "services.b.identity").len(), 1, "{errors:?}");
-    let has = |path: &str, text: &str| {
-        messages_at(&errors, path)
-            .iter()
-            .any(|m| m.contains(text))
-    };
+    assert_eq!(
+        messages_at(&errors, "services.a.identity").len(),
+        1,
+        "{errors:?}"
+    );
+    assert_eq!(
+        messages_at(&errors, "services.b.identity").len(),
+        1,
+        "{errors:?}"
+    );
+    let has = |path: &str, text: &str| messages_at(&errors, path).iter().any(|m| m.contains(text));
     assert!(has("services.c.identity", "Authorization"), "{errors:?}");
     assert!(
         has(&format!("services.d.env.{IDENTITY_KEY_ENV}"), "reserved"),
@@ -140,6 +144,14 @@ lifetime = "10m"
         !literal[0].contains("BEGIN"),
         "the key text is never repeated: {literal:?}"
     );
-    assert_eq!(messages_at(&errors, "identity.previous_keys[0]").len(), 1, "{errors:?}");
-    assert_eq!(messages_at(&errors, "identity.lifetime").len(), 1, "{errors:?}");
+    assert_eq!(
+        messages_at(&errors, "identity.previous_keys[0]").len(),
+        1,
+        "{errors:?}"
+    );
+    assert_eq!(
+        messages_at(&errors, "identity.lifetime").len(),
+        1,
+        "{errors:?}"
+    );
 }

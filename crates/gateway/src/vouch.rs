@@ -73,10 +73,7 @@ impl Vouch {
             (ServiceIdentity::Signed, ServiceTransport::Builtin { env, .. }) => {
                 match ServiceKey::generate() {
                     Ok(key) => {
-                        env.insert(
-                            signed::KEY_ENV.to_owned(),
-                            Secret::new(key.to_env_value()),
-                        );
+                        env.insert(signed::KEY_ENV.to_owned(), Secret::new(key.to_env_value()));
                         (Vouch::Signed(key), service, None)
                     }
                     Err(e) => {
@@ -206,13 +203,19 @@ mod tests {
         assert_eq!(upstream_name("tools/call", Some(&call)), Some("search"));
         assert_eq!(upstream_name("prompts/get", Some(&call)), Some("search"));
         let read = json!({"uri": "file:///a"});
-        assert_eq!(upstream_name("resources/read", Some(&read)), Some("file:///a"));
+        assert_eq!(
+            upstream_name("resources/read", Some(&read)),
+            Some("file:///a")
+        );
         let complete = json!({"ref": {"type": "ref/resource", "uri": "file:///{x}"}});
         assert_eq!(
             upstream_name("completion/complete", Some(&complete)),
             Some("file:///{x}")
         );
-        assert_eq!(upstream_name("tools/list", Some(&json!({"cursor": "c"}))), None);
+        assert_eq!(
+            upstream_name("tools/list", Some(&json!({"cursor": "c"}))),
+            None
+        );
         assert_eq!(upstream_name("tools/call", None), None);
     }
 }

@@ -276,7 +276,16 @@ mod tests {
             .collect();
         assert_eq!(
             keys,
-            ["aud", "auth_method", "exp", "iat", "iss", "jti", "nbf", "sub"]
+            [
+                "aud",
+                "auth_method",
+                "exp",
+                "iat",
+                "iss",
+                "jti",
+                "nbf",
+                "sub"
+            ]
         );
         let own = decode(
             minter

@@ -122,7 +122,10 @@ pub struct KeySet {
 impl std::fmt::Debug for KeySet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeySet")
-            .field("kids", &self.published.iter().map(|k| &k.kid).collect::<Vec<_>>())
+            .field(
+                "kids",
+                &self.published.iter().map(|k| &k.kid).collect::<Vec<_>>(),
+            )
             .field("ephemeral", &self.ephemeral)
             .finish_non_exhaustive()
     }
@@ -280,8 +283,8 @@ pub(crate) mod tests {
 
     pub(crate) fn p256_pem() -> String {
         let rng = SystemRandom::new();
-        let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-            .expect("generate");
+        let doc =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).expect("generate");
         pem("PRIVATE KEY", doc.as_ref())
     }
 
@@ -377,6 +380,9 @@ pub(crate) mod tests {
             assert!(!text.contains("MC4C") && !text.contains("MHcC"), "{text}");
         }
         let err = KeySet::load(None, &[RFC8410_PUBLIC, "nope"]).expect_err("bad previous");
-        assert_eq!(err.to_string().split(':').next(), Some("identity.previous_keys[1]"));
+        assert_eq!(
+            err.to_string().split(':').next(),
+            Some("identity.previous_keys[1]")
+        );
     }
 }

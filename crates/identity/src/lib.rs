@@ -126,7 +126,10 @@ mod tests {
         };
         let variants = [
             base,
-            Caller { roles: &joined, ..base },
+            Caller {
+                roles: &joined,
+                ..base
+            },
             Caller {
                 agent: Some("acme"),
                 tenant: None,

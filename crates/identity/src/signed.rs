@@ -358,7 +358,10 @@ mod tests {
             idp: None,
         };
         let mut meta = serde_json::Map::new();
-        meta.insert(META_KEY.into(), key.sign(&caller, "micromcp", binding(id), now));
+        meta.insert(
+            META_KEY.into(),
+            key.sign(&caller, "micromcp", binding(id), now),
+        );
         meta
     }
 
@@ -420,7 +423,10 @@ mod tests {
             ("sub", json!("mallory")),
             ("roles", json!(["admin"])),
             ("exp", json!(NOW + 3600)),
-            ("req", json!({"id": 1, "method": "tools/call", "name": "other"})),
+            (
+                "req",
+                json!({"id": 1, "method": "tools/call", "name": "other"}),
+            ),
         ] {
             let mut meta = sign(&key, 1, NOW);
             meta[META_KEY][field] = value;
@@ -506,7 +512,11 @@ mod tests {
             )
             .expect("fresh");
         let seen = verifier.seen.lock().expect("lock");
-        assert_eq!(seen.set.len(), 1, "the first hundred expired and were forgotten");
+        assert_eq!(
+            seen.set.len(),
+            1,
+            "the first hundred expired and were forgotten"
+        );
     }
 
     #[test]

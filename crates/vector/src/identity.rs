@@ -201,8 +201,8 @@ mod tests {
                 clearance: Classification::Confidential
             }
         );
-        let other = resolve(&meta(&key, 4, Some("globex"), Some("public")), 4)
-            .expect_err("another tenant");
+        let other =
+            resolve(&meta(&key, 4, Some("globex"), Some("public")), 4).expect_err("another tenant");
         assert!(
             other.0.contains("not the tenant") && !other.0.contains("globex"),
             "{other}"
@@ -221,19 +221,43 @@ mod tests {
                 .resolve_meta(m, RequestId::Number(id), tool, NOW)
                 .map_err(|e| e.0)
         };
-        assert!(resolve(None, 1, "search").expect_err("missing").contains("no caller identity"));
+        assert!(
+            resolve(None, 1, "search")
+                .expect_err("missing")
+                .contains("no caller identity")
+        );
         let mut unsigned = Map::new();
         unsigned.insert(
             META_KEY.into(),
             serde_json::json!({"tenant": "acme", "clearance": "restricted"}),
         );
-        assert!(resolve(Some(&unsigned), 1, "search").expect_err("unsigned").contains("malformed"));
+        assert!(
+            resolve(Some(&unsigned), 1, "search")
+                .expect_err("unsigned")
+                .contains("malformed")
+        );
         let forged = meta(&other_key, 1, Some("acme"), Some("restricted"));
-        assert!(resolve(Some(&forged), 1, "search").expect_err("forged").contains("signature"));
+        assert!(
+            resolve(Some(&forged), 1, "search")
+                .expect_err("forged")
+                .contains("signature")
+        );
         let genuine = meta(&key, 7, Some("acme"), Some("restricted"));
-        assert!(resolve(Some(&genuine), 8, "search").expect_err("other id").contains("another request"));
-        assert!(resolve(Some(&genuine), 7, "other").expect_err("other tool").contains("another request"));
+        assert!(
+            resolve(Some(&genuine), 8, "search")
+                .expect_err("other id")
+                .contains("another request")
+        );
+        assert!(
+            resolve(Some(&genuine), 7, "other")
+                .expect_err("other tool")
+                .contains("another request")
+        );
         resolve(Some(&genuine), 7, "search").expect("genuine");
-        assert!(resolve(Some(&genuine), 7, "search").expect_err("replay").contains("already used"));
+        assert!(
+            resolve(Some(&genuine), 7, "search")
+                .expect_err("replay")
+                .contains("already used")
+        );
     }
 }

@@ -239,9 +239,8 @@ fn identity_source(
         // The error never shows the value.
         Some(value) => Arc::new(SignedIdentity::new(
             micromcp_identity::signed::Verifier::new(
-                micromcp_identity::signed::ServiceKey::from_env_value(value).map_err(|e| {
-                    anyhow::anyhow!("{}: {e}", micromcp_identity::signed::KEY_ENV)
-                })?,
+                micromcp_identity::signed::ServiceKey::from_env_value(value)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", micromcp_identity::signed::KEY_ENV))?,
             ),
             launch,
         )),

@@ -399,7 +399,10 @@ async fn with_a_key_the_signed_caller_decides_within_the_launch_bounds() {
 
     // No identity, an unsigned one, one signed with another key, one for another request.
     let missing = search(&url, json!({"query": "marmalade"}), json!({})).await;
-    assert!(refusal(&missing).contains("no caller identity"), "{missing}");
+    assert!(
+        refusal(&missing).contains("no caller identity"),
+        "{missing}"
+    );
     let unsigned = search(
         &url,
         json!({"query": "marmalade"}),
@@ -442,9 +445,14 @@ async fn with_a_key_a_replayed_identity_is_refused() {
     let signed = key.sign(&caller, "micromcp", binding, micromcp_identity::now_secs());
     let params = json!({"name": "search", "arguments": {"query": ACME_SECRET},
         "_meta": {META_KEY: signed}});
-    let first = response_of(&messages(post_2026(&url, 7, "tools/call", params.clone(), json!({})).await).await).clone();
+    let first = response_of(
+        &messages(post_2026(&url, 7, "tools/call", params.clone(), json!({})).await).await,
+    )
+    .clone();
     assert_eq!(paths(&first)[0], "acme-secret.md", "{first}");
-    let again = response_of(&messages(post_2026(&url, 7, "tools/call", params, json!({})).await).await).clone();
+    let again =
+        response_of(&messages(post_2026(&url, 7, "tools/call", params, json!({})).await).await)
+            .clone();
     assert!(refusal(&again).contains("already used"), "{again}");
     assert!(!again.to_string().contains("marmalade"));
 }

@@ -493,27 +493,8 @@ args = ["--docs", {}, "--state-dir", "state", "--tenant", "acme", "--clearance",
     // A client cannot supply an identity: whatever it puts under the key is dropped and the
     // gateway's own identity of alice decides.
     let key = ServiceKey::generate().expect("key");
-    let forged = key.sign(
-        &micromcp_identity::Caller {
-            user: "alice",
-            agent: None,
-            tenant: Some("acme"),
-            roles: &[],
-            scopes: &[],
-            clearance: Some("restricted"),
-            method: "api_token",
-            idp: None,
-        },
-        "micromcp",
-        Binding {
-            id: RequestId::Number(1),
-            method: "tools/call".into(),
-            name: Some("search".into()),
-        },
-        now(),
-    );
     for meta in [
-        json!({META_KEY: forged}),
+        alice_identity(&key, "acme", "restricted", 1),
         json!({META_KEY: {"sub": "alice", "tenant": "acme", "clearance": "restricted"}}),
     ] {
         assert_eq!(
@@ -573,23 +554,15 @@ fn search_call(id: i64, meta: Value) -> Value {
         "name": "search", "arguments": {"query": QUERY, "k": 50}, "_meta": meta}})
 }
 
-/// The identity of alice (public clearance, `tenant`) for the call `id`, signed with `key`.
-fn alice_identity(key: &ServiceKey, tenant: &str, id: i64) -> Value {
+/// `_meta` with alice's identity (`tenant`, `clearance`) for the `search` call `id`, signed
+/// with `key`.
+fn alice_identity(key: &ServiceKey, tenant: &str, clearance: &str, id: i64) -> Value {
     let caller = micromcp_identity::Caller {
-        user: "alice",
-        agent: None,
         tenant: Some(tenant),
-        roles: &[],
-        scopes: &[],
-        clearance: Some("public"),
-        method: "api_token",
-        idp: None,
+        clearance: Some(clearance),
+        ..micromcp_identity::Caller::new("alice", "api_token")
     };
-    let binding = Binding {
-        id: RequestId::Number(id),
-        method: "tools/call".into(),
-        name: Some("search".into()),
-    };
+    let binding = Binding::tool_call(RequestId::Number(id), "search");
     json!({META_KEY: key.sign(&caller, "micromcp", binding, now())})
 }
 
@@ -629,15 +602,15 @@ fn serve_vector_with_a_key_refuses_calls_without_a_valid_identity_for_that_call(
         (search_call(1, json!({})), "no caller identity"),
         (search_call(2, unsigned), "malformed"),
         (
-            search_call(3, alice_identity(&other_key, "acme", 3)),
+            search_call(3, alice_identity(&other_key, "acme", "public", 3)),
             "signature",
         ),
         (
-            search_call(4, alice_identity(&key, "acme", 99)),
+            search_call(4, alice_identity(&key, "acme", "public", 99)),
             "another request",
         ),
         (
-            search_call(5, alice_identity(&key, "globex", 5)),
+            search_call(5, alice_identity(&key, "globex", "public", 5)),
             "not the tenant",
         ),
     ] {
@@ -645,7 +618,7 @@ fn serve_vector_with_a_key_refuses_calls_without_a_valid_identity_for_that_call(
         assert!(text.contains(expected), "{expected}: {text}");
     }
     // Genuine: answered, with acme's public documents only; the same message again: refused.
-    let genuine = search_call(6, alice_identity(&key, "acme", 6));
+    let genuine = search_call(6, alice_identity(&key, "acme", "public", 6));
     service.send(&genuine);
     let reply = service.answer(6);
     assert_ne!(reply["result"]["isError"], true, "{reply}");

@@ -250,16 +250,7 @@ mod tests {
     fn absent_facts_are_left_out_and_the_gateway_has_its_own_token() {
         let issuer = issuer(Duration::from_secs(60));
         let minter = issuer.minter("https://svc.example/mcp".into());
-        let caller = Caller {
-            user: "bob",
-            agent: None,
-            tenant: None,
-            roles: &[],
-            scopes: &[],
-            clearance: None,
-            method: "api_token",
-            idp: None,
-        };
+        let caller = Caller::new("bob", "api_token");
         let claims = decode(
             minter
                 .token(Some(&caller))
@@ -304,16 +295,9 @@ mod tests {
     fn tokens_are_reused_per_caller_until_half_their_lifetime() {
         let issuer = issuer(Duration::from_secs(2));
         let minter = issuer.minter("https://svc.example/mcp".into());
-        let roles = [];
         let alice = Caller {
-            user: "alice",
-            agent: None,
             tenant: Some("acme"),
-            roles: &roles,
-            scopes: &[],
-            clearance: None,
-            method: "api_token",
-            idp: None,
+            ..Caller::new("alice", "api_token")
         };
         let other_tenant = Caller {
             tenant: Some("globex"),
@@ -337,17 +321,9 @@ mod tests {
         let minter = issuer.minter("https://svc.example/mcp".into());
         let names: Vec<String> = (0..=MAX_CACHED).map(|n| format!("user{n}")).collect();
         for name in &names {
-            let caller = Caller {
-                user: name,
-                agent: None,
-                tenant: None,
-                roles: &[],
-                scopes: &[],
-                clearance: None,
-                method: "api_token",
-                idp: None,
-            };
-            minter.token(Some(&caller)).expect("token");
+            minter
+                .token(Some(&Caller::new(name, "api_token")))
+                .expect("token");
         }
         assert!(minter.lock().len() <= MAX_CACHED);
     }

@@ -33,6 +33,22 @@ pub struct Caller<'a> {
     pub idp: Option<&'a str>,
 }
 
+impl<'a> Caller<'a> {
+    /// A caller with only a user and how it authenticated; set the rest with `..`.
+    pub const fn new(user: &'a str, method: &'a str) -> Self {
+        Self {
+            user,
+            agent: None,
+            tenant: None,
+            roles: &[],
+            scopes: &[],
+            clearance: None,
+            method,
+            idp: None,
+        }
+    }
+}
+
 /// Seconds since the Unix epoch (0 if the clock is before it).
 pub fn now_secs() -> u64 {
     SystemTime::now()
@@ -115,14 +131,9 @@ mod tests {
         let roles = ["a".to_owned(), "b".to_owned()];
         let joined = ["ab".to_owned()];
         let base = Caller {
-            user: "alice",
-            agent: None,
             tenant: Some("acme"),
             roles: &roles,
-            scopes: &[],
-            clearance: None,
-            method: "api_token",
-            idp: None,
+            ..Caller::new("alice", "api_token")
         };
         let variants = [
             base,

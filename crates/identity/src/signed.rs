@@ -63,6 +63,17 @@ pub struct Binding {
     pub name: Option<String>,
 }
 
+impl Binding {
+    /// The `tools/call` of `tool` with JSON-RPC id `id`.
+    pub fn tool_call(id: RequestId, tool: &str) -> Self {
+        Self {
+            id,
+            method: "tools/call".to_owned(),
+            name: Some(tool.to_owned()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Actor {
@@ -334,11 +345,7 @@ mod tests {
     use super::*;
 
     fn binding(id: i64) -> Binding {
-        Binding {
-            id: RequestId::Number(id),
-            method: "tools/call".into(),
-            name: Some("search".into()),
-        }
+        Binding::tool_call(RequestId::Number(id), "search")
     }
 
     fn alice() -> (Vec<String>, Vec<String>) {
@@ -348,14 +355,12 @@ mod tests {
     fn sign(key: &ServiceKey, id: i64, now: u64) -> serde_json::Map<String, Value> {
         let (roles, scopes) = alice();
         let caller = Caller {
-            user: "alice",
             agent: Some("bot"),
             tenant: Some("acme"),
             roles: &roles,
             scopes: &scopes,
             clearance: Some("internal"),
-            method: "api_token",
-            idp: None,
+            ..Caller::new("alice", "api_token")
         };
         let mut meta = serde_json::Map::new();
         meta.insert(

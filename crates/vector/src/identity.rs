@@ -85,11 +85,7 @@ impl SignedIdentity {
         tool: &str,
         now: u64,
     ) -> Result<CallerIdentity, IdentityError> {
-        let expected = Binding {
-            id,
-            method: "tools/call".to_owned(),
-            name: Some(tool.to_owned()),
-        };
+        let expected = Binding::tool_call(id, tool);
         let verified = self
             .verifier
             .verify(meta, &expected, now)
@@ -159,20 +155,11 @@ mod tests {
         clearance: Option<&str>,
     ) -> Map<String, Value> {
         let caller = Caller {
-            user: "alice",
-            agent: None,
             tenant,
-            roles: &[],
-            scopes: &[],
             clearance,
-            method: "api_token",
-            idp: None,
+            ..Caller::new("alice", "api_token")
         };
-        let binding = Binding {
-            id: RequestId::Number(id),
-            method: "tools/call".into(),
-            name: Some("search".into()),
-        };
+        let binding = Binding::tool_call(RequestId::Number(id), "search");
         let mut meta = Map::new();
         meta.insert(META_KEY.into(), key.sign(&caller, "micromcp", binding, NOW));
         meta

@@ -334,37 +334,32 @@ async fn the_service_works_on_the_postgres_store() {
     assert_eq!(paths(&by_prefix), ["acme-public.md"]);
 }
 
-/// A call with the gateway's signed identity of `tenant`/`clearance`, bound to request `id`
-/// (`sign_id`: the id the identity names, to forge a mismatch).
-async fn signed_search(
-    url: &str,
-    key: &ServiceKey,
-    id: u64,
-    sign_id: i64,
-    tenant: &str,
-    clearance: &str,
-    query: &str,
-) -> Value {
+/// `_meta` with the gateway's identity of alice (`tenant`, `clearance`) for request `id`.
+fn signed_meta(key: &ServiceKey, id: i64, tenant: &str, clearance: &str) -> Value {
     let caller = micromcp_identity::Caller {
-        user: "alice",
         agent: Some("bot"),
         tenant: Some(tenant),
-        roles: &[],
-        scopes: &[],
         clearance: Some(clearance),
-        method: "api_token",
-        idp: None,
+        ..micromcp_identity::Caller::new("alice", "api_token")
     };
-    let binding = Binding {
-        id: RequestId::Number(sign_id),
-        method: "tools/call".into(),
-        name: Some("search".into()),
-    };
-    let identity = key.sign(&caller, "micromcp", binding, micromcp_identity::now_secs());
-    let params = json!({"name": "search", "arguments": {"query": query, "k": 10},
-        "_meta": {META_KEY: identity}});
+    let binding = Binding::tool_call(RequestId::Number(id), "search");
+    json!({META_KEY: key.sign(&caller, "micromcp", binding, micromcp_identity::now_secs())})
+}
+
+/// `search` for `query` as request `id`, with `meta` as its `_meta`.
+async fn search_as(url: &str, id: u64, meta: Value, query: &str) -> Value {
+    let params = json!({"name": "search", "arguments": {"query": query, "k": 10}, "_meta": meta});
     let response = post_2026(url, id, "tools/call", params, json!({})).await;
     response_of(&messages(response).await).clone()
+}
+
+/// The service with a key, for callers within `bound`; returns the key the gateway would hold.
+async fn spawn_signed(bound: CallerIdentity) -> (ServiceKey, String, tempfile::TempDir) {
+    let key = ServiceKey::generate().expect("key");
+    let service_key = ServiceKey::from_env_value(&key.to_env_value()).expect("key");
+    let identity = Arc::new(SignedIdentity::new(Verifier::new(service_key), bound));
+    let (url, _, dir) = spawn_for(identity).await;
+    (key, url, dir)
 }
 
 fn refusal(response: &Value) -> String {
@@ -379,80 +374,44 @@ fn refusal(response: &Value) -> String {
 /// identity (acme, confidential) bounds what it may see.
 #[tokio::test]
 async fn with_a_key_the_signed_caller_decides_within_the_launch_bounds() {
-    let key = ServiceKey::generate().expect("key");
-    let service_key = ServiceKey::from_env_value(&key.to_env_value()).expect("key");
-    let identity = Arc::new(SignedIdentity::new(
-        Verifier::new(service_key),
-        acme(Classification::Confidential),
-    ));
-    let (url, _, _dir) = spawn_for(identity).await;
+    let (key, url, _dir) = spawn_signed(acme(Classification::Confidential)).await;
+    let signed = |id, tenant, clearance| signed_meta(&key, id, tenant, clearance);
 
-    let public = signed_search(&url, &key, 1, 1, "acme", "public", "marmalade").await;
+    let public = search_as(&url, 1, signed(1, "acme", "public"), "marmalade").await;
     assert_eq!(paths(&public), ["acme-public.md"]);
     // Asking for restricted gets the launch clearance (confidential), not more.
-    let widened = signed_search(&url, &key, 2, 2, "acme", "restricted", ACME_SECRET).await;
+    let widened = search_as(&url, 2, signed(2, "acme", "restricted"), ACME_SECRET).await;
     assert_eq!(paths(&widened), ["acme-public.md"], "{widened}");
     // Another tenant is refused outright, not answered from acme's documents.
-    let globex = signed_search(&url, &key, 3, 3, "globex", "public", GLOBEX_SECRET).await;
+    let globex = search_as(&url, 3, signed(3, "globex", "public"), GLOBEX_SECRET).await;
     assert!(refusal(&globex).contains("not the tenant"));
     assert!(!globex.to_string().contains("Initech"));
 
     // No identity, an unsigned one, one signed with another key, one for another request.
-    let missing = search(&url, json!({"query": "marmalade"}), json!({})).await;
+    let missing = search_as(&url, 4, json!({}), "marmalade").await;
     assert!(
         refusal(&missing).contains("no caller identity"),
         "{missing}"
     );
-    let unsigned = search(
-        &url,
-        json!({"query": "marmalade"}),
-        json!({META_KEY: {"tenant": "acme", "clearance": "restricted"}}),
-    )
-    .await;
+    let unsigned = json!({META_KEY: {"tenant": "acme", "clearance": "restricted"}});
+    let unsigned = search_as(&url, 5, unsigned, "marmalade").await;
     assert!(refusal(&unsigned).contains("malformed"), "{unsigned}");
     let other_key = ServiceKey::generate().expect("key");
-    let forged = signed_search(&url, &other_key, 4, 4, "acme", "public", "marmalade").await;
+    let forged = signed_meta(&other_key, 6, "acme", "public");
+    let forged = search_as(&url, 6, forged, "marmalade").await;
     assert!(refusal(&forged).contains("signature"), "{forged}");
-    let misbound = signed_search(&url, &key, 5, 99, "acme", "public", "marmalade").await;
+    let misbound = search_as(&url, 7, signed(99, "acme", "public"), "marmalade").await;
     assert!(refusal(&misbound).contains("another request"), "{misbound}");
 }
 
 /// The same signed message sent twice: the second is refused.
 #[tokio::test]
 async fn with_a_key_a_replayed_identity_is_refused() {
-    let key = ServiceKey::generate().expect("key");
-    let service_key = ServiceKey::from_env_value(&key.to_env_value()).expect("key");
-    let identity = Arc::new(SignedIdentity::new(
-        Verifier::new(service_key),
-        acme(Classification::Restricted),
-    ));
-    let (url, _, _dir) = spawn_for(identity).await;
-    let caller = micromcp_identity::Caller {
-        user: "alice",
-        agent: None,
-        tenant: Some("acme"),
-        roles: &[],
-        scopes: &[],
-        clearance: Some("restricted"),
-        method: "api_token",
-        idp: None,
-    };
-    let binding = Binding {
-        id: RequestId::Number(7),
-        method: "tools/call".into(),
-        name: Some("search".into()),
-    };
-    let signed = key.sign(&caller, "micromcp", binding, micromcp_identity::now_secs());
-    let params = json!({"name": "search", "arguments": {"query": ACME_SECRET},
-        "_meta": {META_KEY: signed}});
-    let first = response_of(
-        &messages(post_2026(&url, 7, "tools/call", params.clone(), json!({})).await).await,
-    )
-    .clone();
+    let (key, url, _dir) = spawn_signed(acme(Classification::Restricted)).await;
+    let meta = signed_meta(&key, 7, "acme", "restricted");
+    let first = search_as(&url, 7, meta.clone(), ACME_SECRET).await;
     assert_eq!(paths(&first)[0], "acme-secret.md", "{first}");
-    let again =
-        response_of(&messages(post_2026(&url, 7, "tools/call", params, json!({})).await).await)
-            .clone();
+    let again = search_as(&url, 7, meta, ACME_SECRET).await;
     assert!(refusal(&again).contains("already used"), "{again}");
     assert!(!again.to_string().contains("marmalade"));
 }

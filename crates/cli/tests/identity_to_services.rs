@@ -50,15 +50,7 @@ impl JwtService {
             .spawn()
             .expect("start jwt_service.py");
         let stdin = child.stdin.take().expect("stdin");
-        let mut reader = BufReader::new(child.stderr.take().expect("stderr"));
-        let mut line = String::new();
-        reader.read_line(&mut line).expect("read");
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("jwt_service.py did not start: {line}"))
-            .to_owned();
-        std::thread::spawn(move || for _ in reader.lines() {});
+        let url = announced_url(&mut child);
         JwtService {
             child,
             stdin,

@@ -25,6 +25,8 @@ const ISSUER: &str = "https://gateway.test";
 struct JwtService {
     child: Child,
     stdin: ChildStdin,
+    /// Where the service acknowledges each JWKS URL it switched to.
+    stdout: BufReader<std::process::ChildStdout>,
     url: String,
     /// Every request's headers, as the service received them (JSON lines).
     log: PathBuf,
@@ -45,25 +47,32 @@ impl JwtService {
             .env("NO_PROXY", "*")
             .env("no_proxy", "*")
             .stdin(Stdio::piped())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start jwt_service.py");
         let stdin = child.stdin.take().expect("stdin");
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
         let url = announced_url(&mut child);
         JwtService {
             child,
             stdin,
+            stdout,
             url,
             log,
             _dir: dir,
         }
     }
 
-    /// Makes the service verify tokens against `gw`'s JWKS from now on.
+    /// Makes the service verify tokens against `gw`'s JWKS from now on (returns once the
+    /// service says so).
     fn trust(&mut self, gw: &Gateway) {
-        writeln!(self.stdin, "{}", jwks_url(gw)).expect("write JWKS URL");
+        let url = jwks_url(gw);
+        writeln!(self.stdin, "{url}").expect("write JWKS URL");
         self.stdin.flush().expect("flush");
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("read");
+        assert_eq!(line.trim(), format!("trusting {url}"));
     }
 
     fn requests(&self) -> Vec<Value> {

@@ -184,12 +184,13 @@ impl Upstream {
     }
 
     /// Sends a request and waits for its result. Cancel by dropping the future.
-    pub async fn request(
-        &self,
-        method: &str,
+    pub fn request<'a>(
+        &'a self,
+        method: &'a str,
         params: Option<Value>,
-    ) -> Result<Value, UpstreamError> {
-        self.request_as(method, params, OnBehalf::Gateway).await
+    ) -> impl Future<Output = Result<Value, UpstreamError>> + Send + 'a {
+        // Not an `async fn`: no extra layer around `request_as`'s future.
+        self.request_as(method, params, OnBehalf::Gateway)
     }
 
     /// [`Upstream::request`] for a caller: the service is told who, as `on_behalf` says.

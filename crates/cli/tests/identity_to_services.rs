@@ -353,6 +353,62 @@ async fn after_a_key_rotation_both_keys_are_published_and_new_tokens_use_the_new
     );
 }
 
+/// A key that cannot sign is found by `config check` and stops a start, named by its key path,
+/// without its text.
+#[test]
+fn a_bad_signing_key_is_reported_with_its_key_path_by_config_check_and_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A valid PEM private key of another kind (X25519), and text that is no key.
+    std::fs::write(
+        dir.path().join("x25519.pem"),
+        "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VuBCIEINTuctv5E1hK1bbY8fdp+K06/nwoy/HU++CXqI9EdVhC\n-----END PRIVATE KEY-----\n",
+    )
+    .expect("write");
+    std::fs::write(dir.path().join("notes.txt"), "SECRET-LOOKING TEXT").expect("write");
+    key_file(dir.path(), "good.pem", true);
+    for (signing, previous, path, reason) in [
+        (
+            "x25519.pem",
+            "good.pem",
+            "identity.signing_key",
+            "not an Ed25519 or P-256",
+        ),
+        (
+            "good.pem",
+            "notes.txt",
+            "identity.previous_keys[0]",
+            "no PEM private key",
+        ),
+    ] {
+        let config = dir.path().join("gateway.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[stdio]\nprincipal = \"me\"\n[identity]\nsigning_key = \"file:{signing}\"\nprevious_keys = [\"file:{previous}\"]\n"
+            ),
+        )
+        .expect("write");
+        for args in [&["config", "check"][..], &["gateway", "--config"][..]] {
+            let out = Command::new(BIN)
+                .args(args)
+                .arg(&config)
+                .env_remove("MICROMCP_LOG")
+                .output()
+                .expect("run");
+            assert!(!out.status.success(), "{args:?}");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                stderr.contains(&format!("{path}: ")) && stderr.contains(reason),
+                "{args:?}: {stderr}"
+            );
+            assert!(
+                !stderr.contains("SECRET-LOOKING") && !stderr.contains("MC4C"),
+                "{stderr}"
+            );
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // vector
 

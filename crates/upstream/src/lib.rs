@@ -5,6 +5,10 @@
 //! can never receive each other's responses. Dropping an unfinished [`Upstream::request`] future
 //! (client went away, timeout, cancellation) tells the upstream with `notifications/cancelled`.
 //!
+//! What a service learns about the caller travels with each request as an [`OnBehalf`]: a
+//! bearer token the gateway minted for it (HTTP) or an identity stamped into `_meta` once the
+//! request's own id is known (bound to it); never anything the client sent.
+//!
 //! Notifications from upstreams (progress, list changes, resource updates) arrive on one
 //! [`UpstreamEvent`] channel; the gateway decides which client, if any, receives each.
 //!

@@ -9,7 +9,7 @@
 //!  "sig": "<base64url HMAC-SHA256>"}
 //! ```
 //! `act`, `tenant`, `clearance`, `idp` and `req.name` are left out when absent; `roles` and
-//! `scopes` may be empty. `sig` covers every other field through [`Canonical`] encoding (not
+//! `scopes` may be empty. `sig` covers every other field through a canonical encoding (not
 //! the JSON text, so whitespace, key order and escapes do not matter); unknown fields are
 //! refused. The key is 32 random bytes the gateway makes at start, one per service, handed
 //! only to that service's process in [`KEY_ENV`] (base64url).

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use micromcp_auth::{ApiTokens, AuthMethod, CertificateMap, Chain, Credentials, Oidc};
 use micromcp_config::{Config, TokenHash};
 use micromcp_gateway::Gateway;
+use micromcp_identity::keys::KeyError;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -153,6 +154,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command: ConfigCommand::Check { file },
         } => Ok(match Config::load(&file) {
             Ok(config) => {
+                // Keys are checked here too, so a bad key file is found before a start.
+                if let Err(e) = signing_keys(&config) {
+                    eprintln!("{e}");
+                    return Ok(ExitCode::from(2));
+                }
                 println!(
                     "{}: ok ({} service(s), {} token(s), {} grant(s))",
                     file.display(),
@@ -345,7 +351,8 @@ async fn gateway(config_path: &Path, stdio: bool) -> anyhow::Result<ExitCode> {
         )),
         _ => None,
     };
-    let gateway = Gateway::start(config, Box::new(authn), audit, self_exe);
+    let keys = signing_keys(&config)?;
+    let gateway = Gateway::start(config, Box::new(authn), audit, self_exe, keys);
 
     if stdio {
         let identity = stdio_identity
@@ -400,6 +407,16 @@ async fn gateway(config_path: &Path, stdio: bool) -> anyhow::Result<ExitCode> {
     let _ =
         tokio::time::timeout(std::time::Duration::from_millis(200), audit_writer.finish()).await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The keys that sign what services are told about the caller (`[identity]`).
+fn signing_keys(config: &Config) -> Result<micromcp_identity::keys::KeySet, KeyError> {
+    let identity = &config.identity;
+    let previous: Vec<&str> = identity.previous_keys.iter().map(|k| k.expose()).collect();
+    micromcp_identity::keys::KeySet::load(
+        identity.signing_key.as_ref().map(|k| k.expose()),
+        &previous,
+    )
 }
 
 /// Raises the soft open-file limit to the hard one (every client connection and every service

@@ -60,7 +60,8 @@ headers = {{ Authorization = "file:{}" }}
     session.initialize().await;
     let body = json!({"jsonrpc": "2.0", "id": "client-id-777", "method": "tools/call", "params": {
         "name": "spy.spy", "arguments": {},
-        "_meta": {"progressToken": "client-progress", "user": "mallory", "io.modelcontextprotocol/principal": "root", "tenant": "other"}}});
+        "_meta": {"progressToken": "client-progress", "user": "mallory", "io.modelcontextprotocol/principal": "root", "tenant": "other",
+            "io.micromcp/identity": {"sub": "root", "tenant": "other", "clearance": "restricted", "sig": "forged"}}}});
     let r = session
         .send(&[("mcp-protocol-version", "2025-11-25")], &body)
         .await;

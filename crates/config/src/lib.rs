@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use secret::{Secret, SecretRef};
+pub use validate::IDENTITY_KEY_ENV;
 
 /// One problem in a config file, with the key path it concerns.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,6 +12,8 @@ use crate::*;
 
 /// Built-ins that read the caller's identity (they get it signed in each request's `_meta`).
 const BUILTINS_USING_IDENTITY: [&str; 1] = ["vector"];
+/// The variable that hands a built-in its identity key (`micromcp_identity::signed::KEY_ENV`).
+pub const IDENTITY_KEY_ENV: &str = "MICROMCP_IDENTITY_KEY";
 const DEFAULT_ADDR: &str = "127.0.0.1:8080";
 const DEFAULT_MAX_BODY: u64 = 4 * 1024 * 1024;
 const DEFAULT_MAX_DEPTH: u64 = 64;
@@ -786,6 +788,15 @@ fn service(
         if s.cwd.is_some() {
             e.push(format!("{path}.cwd"), "not used with builtin services");
         }
+        if s.env
+            .as_ref()
+            .is_some_and(|env| env.contains_key(IDENTITY_KEY_ENV))
+        {
+            e.push(
+                format!("{path}.env.{IDENTITY_KEY_ENV}"),
+                "reserved: the gateway sets it for built-ins that receive the caller's identity",
+            );
+        }
         ServiceTransport::Builtin {
             name: name.clone(),
             args: s.args.clone().unwrap_or_default(),
@@ -845,9 +856,11 @@ fn service(
             ServiceIdentity::Signed
         }
         (None | Some("none"), _) => ServiceIdentity::None,
-        (Some("jwt"), ServiceTransport::Http { headers, .. }) => {
-            if headers
-                .keys()
+        (Some("jwt"), ServiceTransport::Http { .. }) => {
+            // The configured names, whether or not their references resolved.
+            if s.headers
+                .iter()
+                .flat_map(BTreeMap::keys)
                 .any(|k| k.eq_ignore_ascii_case("authorization"))
             {
                 e.push(

@@ -246,7 +246,7 @@ impl Gateway {
                 let params = upstream_cursor.as_ref().map(|c| json!({ "cursor": c }));
                 let page = tokio::time::timeout(
                     service.timeout,
-                    service.upstream.request(list.method, params),
+                    self.request_for(service, &caller.principal, list.method, params),
                 )
                 .await;
                 Some((service, page))

@@ -63,7 +63,8 @@ const META_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
 
 type Gw = State<Arc<Gateway>>;
 
-/// The HTTP routes: `/mcp`, `/healthz`, `/readyz`, and the OAuth protected resource metadata.
+/// The HTTP routes: `/mcp`, `/healthz`, `/readyz`, the OAuth protected resource metadata, and
+/// the gateway's public keys (JWKS) for services that verify its identity tokens.
 pub(crate) fn router(gateway: Arc<Gateway>) -> Router {
     let mut router = Router::new();
     if let Some(path) = crate::oauth::metadata_path(&gateway.config) {
@@ -75,6 +76,7 @@ pub(crate) fn router(gateway: Arc<Gateway>) -> Router {
         .route("/mcp", any(mcp))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route(crate::vouch::JWKS_PATH, get(crate::vouch::jwks))
         .fallback(not_found)
         .with_state(gateway)
 }

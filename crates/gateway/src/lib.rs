@@ -14,6 +14,8 @@
 //! - [`oauth`]: OAuth protected resource metadata (RFC 9728) and `WWW-Authenticate` challenges.
 //! - [`tls`]: TLS on the client listener, certificate reloads, client certificates.
 //! - [`output`]: upstream URIs in results made public; list items with hidden characters left out.
+//! - [`vouch`]: what each service is told about the caller (gateway-signed, never the caller's
+//!   token), and the JWKS that lets services verify it.
 
 mod authority;
 pub mod events;
@@ -29,6 +31,7 @@ pub mod pipeline;
 pub mod session;
 pub mod stdio;
 pub mod tls;
+pub mod vouch;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -39,6 +42,8 @@ use std::time::Duration;
 use micromcp_audit::AuditLog;
 use micromcp_auth::Authenticator;
 use micromcp_config::Config;
+use micromcp_identity::jwt::Issuer;
+use micromcp_identity::keys::KeySet;
 use micromcp_policy::{Allowlist, Authorizer};
 use micromcp_protocol::names::Namer;
 use micromcp_upstream::Upstream;
@@ -53,6 +58,8 @@ pub struct ServiceHandle {
     pub timeout: Duration,
     /// Names are published as `<service><sep><name>` (true) or unchanged (false).
     pub prefix: bool,
+    /// What the service is told about the caller.
+    pub(crate) vouch: vouch::Vouch,
 }
 
 /// The gateway: configuration, services and the stages of the request path.
@@ -71,18 +78,29 @@ pub struct Gateway {
     pub(crate) refusals: listener::RefusalLog,
     /// The stdio client, when serving stdio.
     pub(crate) stdio: std::sync::OnceLock<Arc<session::Session>>,
+    /// The gateway as the issuer of the identities services get.
+    pub(crate) issuer: Arc<Issuer>,
+    /// The JWK Set of `issuer`, served at [`vouch::JWKS_PATH`].
+    pub(crate) jwks: String,
     instance: String,
     request_counter: AtomicU64,
 }
 
 impl Gateway {
-    /// Starts every upstream and the notification router. `self_exe` is spawned for builtins.
+    /// Starts every upstream and the notification router. `self_exe` is spawned for builtins;
+    /// `keys` sign the identities services get (`[identity]`).
     pub fn start(
         config: Config,
         authn: Box<dyn Authenticator>,
         audit: AuditLog,
         self_exe: PathBuf,
+        keys: KeySet,
     ) -> Arc<Gateway> {
+        let issuer = Arc::new(Issuer {
+            keys,
+            issuer: config.identity.issuer.clone(),
+            lifetime: config.identity.lifetime,
+        });
         let routes = Arc::new(events::Routes::default());
         let (events_tx, events_rx) = outbox::outbox();
         // Progress is delivered inline, in order with the responses of the same connection;
@@ -102,7 +120,8 @@ impl Gateway {
             .services
             .iter()
             .map(|(name, s)| {
-                let upstream = Upstream::start(name, s, &self_exe, sink.clone());
+                let (vouch, s, own_token) = vouch::Vouch::prepare(name, s, &issuer);
+                let upstream = Upstream::start(name, &s, &self_exe, sink.clone(), own_token);
                 (
                     name.clone(),
                     ServiceHandle {
@@ -110,6 +129,7 @@ impl Gateway {
                         upstream,
                         timeout: s.call_timeout,
                         prefix: s.prefix,
+                        vouch,
                     },
                 )
             })
@@ -132,6 +152,8 @@ impl Gateway {
             routes,
             refusals: listener::RefusalLog::default(),
             stdio: std::sync::OnceLock::new(),
+            jwks: issuer.keys.jwks().to_string(),
+            issuer,
             config,
             services,
             authn,

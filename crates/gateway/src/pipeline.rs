@@ -10,7 +10,8 @@
 //! 3. authorize: the [`micromcp_policy::Authorizer`] decides, default deny, naming its rule;
 //! 4. forward: with the gateway's own request id, a timeout, and only the `_meta` the gateway
 //!    vouches for (a rewritten progress token, the 2026 client capabilities); identity claims a
-//!    client puts in `_meta` are dropped;
+//!    client puts in `_meta` are dropped, and the service learns the caller only from the
+//!    gateway ([`crate::vouch`]: a JWT it signs, or a signed identity bound to the request);
 //! 5. protect output: upstream URIs in results become public ones ([`crate::output`]),
 //!    upstream errors are scrubbed, results shaped for the client's era;
 //! 6. audit: exactly one record, whatever happened.
@@ -411,10 +412,13 @@ impl Gateway {
                 .upstream
                 .wait_started(crate::federation::STARTUP_WAIT)
                 .await;
-            service
-                .upstream
-                .request(method, Some(Value::Object(params)))
-                .await
+            self.request_for(
+                service,
+                &caller.principal,
+                method,
+                Some(Value::Object(params)),
+            )
+            .await
         });
         let outcome = match &caller.session {
             Some(session) => {

@@ -24,8 +24,8 @@ use serde_json::{Value, json};
 use crate::http_client::{self, Client};
 
 use crate::{
-    EventSink, UPSTREAM_SESSION_VERSION, UPSTREAM_STATELESS_VERSION, UpstreamError, UpstreamEvent,
-    client_capabilities, client_info,
+    EventSink, OnBehalf, OwnToken, UPSTREAM_SESSION_VERSION, UPSTREAM_STATELESS_VERSION,
+    UpstreamError, UpstreamEvent, client_capabilities, client_info,
 };
 
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
@@ -54,6 +54,8 @@ pub struct HttpUpstream {
     events: EventSink,
     /// Becomes true once the first connection attempt has finished (ready or failed).
     started: tokio::sync::watch::Sender<bool>,
+    /// With `identity = "jwt"`: the gateway's own token, for requests made on no caller's behalf.
+    own_token: Option<OwnToken>,
 }
 
 impl HttpUpstream {
@@ -63,6 +65,7 @@ impl HttpUpstream {
         headers: BTreeMap<String, Secret>,
         stateless: bool,
         events: EventSink,
+        own_token: Option<OwnToken>,
     ) -> Arc<Self> {
         let mut map = HeaderMap::new();
         for (k, v) in &headers {
@@ -92,6 +95,7 @@ impl HttpUpstream {
             state: Mutex::new(SessionState::default()),
             events,
             started: tokio::sync::watch::channel(false).0,
+            own_token,
         })
     }
 
@@ -120,12 +124,13 @@ impl HttpUpstream {
         &self,
         method: &str,
         params: Option<Value>,
+        on_behalf: OnBehalf<'_>,
     ) -> Result<Value, UpstreamError> {
         if self.stateless {
-            return self.send(method, params).await;
+            return self.send(method, params, on_behalf).await;
         }
         self.ensure_session().await?;
-        match self.send(method, params.clone()).await {
+        match self.send(method, params.clone(), on_behalf).await {
             Err(UpstreamError::Unavailable { reason, .. }) if reason == SESSION_EXPIRED => {
                 {
                     let mut state = self.lock();
@@ -133,7 +138,7 @@ impl HttpUpstream {
                     state.capabilities = None;
                 }
                 self.ensure_session().await?;
-                self.send(method, params).await
+                self.send(method, params, on_behalf).await
             }
             other => other,
         }
@@ -144,7 +149,7 @@ impl HttpUpstream {
         if let Some(p) = params {
             body["params"] = p;
         }
-        if let Ok(response) = self.post(&body, method, None).await {
+        if let Ok(response) = self.post(&body, method, None, None).await {
             response.discard().await;
         }
     }
@@ -192,7 +197,9 @@ impl HttpUpstream {
             return Ok(());
         }
         if self.stateless {
-            let result = self.send("server/discover", None).await?;
+            let result = self
+                .send("server/discover", None, OnBehalf::Gateway)
+                .await?;
             self.lock().capabilities = Some(
                 result
                     .get("capabilities")
@@ -206,7 +213,9 @@ impl HttpUpstream {
             "capabilities": client_capabilities(),
             "clientInfo": client_info(),
         });
-        let result = self.send("initialize", Some(params)).await?;
+        let result = self
+            .send("initialize", Some(params), OnBehalf::Gateway)
+            .await?;
         self.lock().capabilities = Some(
             result
                 .get("capabilities")
@@ -217,9 +226,14 @@ impl HttpUpstream {
         Ok(())
     }
 
-    async fn send(&self, method: &str, params: Option<Value>) -> Result<Value, UpstreamError> {
+    async fn send(
+        &self,
+        method: &str,
+        mut params: Option<Value>,
+        on_behalf: OnBehalf<'_>,
+    ) -> Result<Value, UpstreamError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut params = params;
+        on_behalf.stamp(id, &mut params);
         if self.stateless {
             let p = params.get_or_insert_with(|| json!({}));
             if let Some(obj) = p.as_object_mut() {
@@ -243,19 +257,29 @@ impl HttpUpstream {
             upstream: Some(self),
             id,
         };
-        let response = self.post(&body, method, name.as_deref()).await?;
+        let bearer = match on_behalf {
+            OnBehalf::Bearer(token) => Some(token),
+            _ => None,
+        };
+        let response = self.post(&body, method, name.as_deref(), bearer).await?;
         let result = self.read_reply(response, id).await;
         guard.upstream = None;
         result
     }
 
+    /// POSTs one message; `bearer` is the caller's gateway-minted token (else the gateway's own).
     async fn post(
         &self,
         body: &Value,
         method: &str,
         name: Option<&str>,
+        bearer: Option<&str>,
     ) -> Result<http_client::Response, UpstreamError> {
         let mut headers = self.post_headers(method != "initialize");
+        headers.extend(match bearer {
+            Some(token) => authorization(token),
+            None => self.own_authorization(),
+        });
         if self.stateless {
             headers.push((
                 "mcp-protocol-version",
@@ -291,8 +315,8 @@ impl HttpUpstream {
             .map_err(|reason| self.unavailable(reason.clone()))
     }
 
-    /// The headers of every POST; in the session era also the protocol version (not on
-    /// `initialize`) and the session.
+    /// The headers of every POST but `Authorization`; in the session era also the protocol
+    /// version (not on `initialize`) and the session.
     fn post_headers(&self, with_version: bool) -> Vec<(&'static str, HeaderValue)> {
         let mut headers = vec![
             ("accept", HeaderValue::from_static(ACCEPT_BOTH)),
@@ -308,6 +332,12 @@ impl HttpUpstream {
             headers.extend(self.session_header());
         }
         headers
+    }
+
+    /// `Authorization` with the gateway's own token, when the service gets identity tokens.
+    fn own_authorization(&self) -> Option<(&'static str, HeaderValue)> {
+        let token = (self.own_token.as_ref()?)()?;
+        authorization(&token)
     }
 
     /// The `Mcp-Session-Id` header, once the upstream has given the gateway a session.
@@ -369,7 +399,13 @@ impl HttpUpstream {
         if !content_type.starts_with("application/json") {
             return Err(self.protocol(format!("HTTP {status} with content type {content_type:?}")));
         }
-        match self.on_message(&bytes, id)? {
+        let message = self.on_message(&bytes, id);
+        if !status.is_success() && message.is_err() {
+            // A refusal that is not JSON-RPC (e.g. 401 from a service that does not accept
+            // the gateway's credentials): the status says more than the body's shape.
+            return Err(self.unavailable(format!("HTTP {status}")));
+        }
+        match message? {
             Some(result) => result,
             None => Err(self.protocol(format!("HTTP {status} without a response to request {id}"))),
         }
@@ -425,7 +461,7 @@ impl HttpUpstream {
                     "io.modelcontextprotocol/clientInfo": client_info(),
                 },
             }});
-            let headers = [
+            let mut headers = vec![
                 ("accept", HeaderValue::from_static(ACCEPT_BOTH)),
                 ("content-type", HeaderValue::from_static("application/json")),
                 (
@@ -437,11 +473,12 @@ impl HttpUpstream {
                     HeaderValue::from_static("subscriptions/listen"),
                 ),
             ];
+            headers.extend(self.own_authorization());
             client
                 .send(Method::POST, &headers, Bytes::from(body.to_string()))
                 .await
         } else {
-            let headers = [
+            let mut headers = vec![
                 ("accept", HeaderValue::from_static("text/event-stream")),
                 (
                     "mcp-protocol-version",
@@ -452,6 +489,7 @@ impl HttpUpstream {
                     None => return Listen::Failed,
                 },
             ];
+            headers.extend(self.own_authorization());
             client.send(Method::GET, &headers, Bytes::new()).await
         };
         let Ok(response) = response else {
@@ -485,7 +523,8 @@ impl HttpUpstream {
         let Ok(client) = self.client.clone() else {
             return;
         };
-        let headers = self.post_headers(true);
+        let mut headers = self.post_headers(true);
+        headers.extend(self.own_authorization());
         tokio::spawn(tokio::time::timeout(ATTEMPT_TIMEOUT, async move {
             if let Ok(response) = client
                 .send(Method::POST, &headers, Bytes::from(message.to_string()))
@@ -559,6 +598,13 @@ async fn listen_for_changes(this: std::sync::Weak<HttpUpstream>) {
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(30));
     }
+}
+
+/// An `Authorization: Bearer` header, marked sensitive (never logged by hyper).
+fn authorization(token: &str) -> Option<(&'static str, HeaderValue)> {
+    let mut value = HeaderValue::from_str(&format!("Bearer {token}")).ok()?;
+    value.set_sensitive(true);
+    Some(("authorization", value))
 }
 
 /// `Mcp-Name` for the methods that carry one.

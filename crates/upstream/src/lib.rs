@@ -5,6 +5,10 @@
 //! can never receive each other's responses. Dropping an unfinished [`Upstream::request`] future
 //! (client went away, timeout, cancellation) tells the upstream with `notifications/cancelled`.
 //!
+//! What a service learns about the caller travels with each request as an [`OnBehalf`]: a
+//! bearer token the gateway minted for it (HTTP) or an identity stamped into `_meta` once the
+//! request's own id is known (bound to it); never anything the client sent.
+//!
 //! Notifications from upstreams (progress, list changes, resource updates) arrive on one
 //! [`UpstreamEvent`] channel; the gateway decides which client, if any, receives each.
 //!
@@ -61,6 +65,49 @@ pub type EventSink = Arc<dyn Fn(UpstreamEvent) + Send + Sync>;
 pub const UPSTREAM_SESSION_VERSION: &str = "2025-11-25";
 pub const UPSTREAM_STATELESS_VERSION: &str = "2026-07-28";
 
+/// What a service is told about who a request is for (docs/identity.md). Never the caller's own
+/// credential: the gateway vouches for the caller in a form made for that one service.
+#[derive(Clone, Copy, Default)]
+pub enum OnBehalf<'a> {
+    /// Nothing: the service sees only the gateway (its configured headers, its own token).
+    #[default]
+    Gateway,
+    /// HTTP services: `Authorization: Bearer <token>`, a token the gateway minted for it.
+    Bearer(&'a str),
+    /// `params._meta[key] = sign(upstream request id)`: an identity bound to this request,
+    /// whose id only the connection knows when it sends.
+    Meta(&'a str, &'a (dyn Fn(u64) -> Value + Sync)),
+}
+
+impl std::fmt::Debug for OnBehalf<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OnBehalf::Gateway => "OnBehalf::Gateway",
+            OnBehalf::Bearer(_) => "OnBehalf::Bearer([redacted])",
+            OnBehalf::Meta(..) => "OnBehalf::Meta",
+        })
+    }
+}
+
+impl OnBehalf<'_> {
+    /// Adds a [`OnBehalf::Meta`] identity for the request `id` to `params`.
+    fn stamp(&self, id: u64, params: &mut Option<Value>) {
+        if let OnBehalf::Meta(key, sign) = self {
+            let params = params.get_or_insert_with(|| json!({}));
+            if let Some(p) = params.as_object_mut() {
+                let meta = p.entry("_meta").or_insert_with(|| json!({}));
+                if let Some(meta) = meta.as_object_mut() {
+                    meta.insert((*key).to_owned(), sign(id));
+                }
+            }
+        }
+    }
+}
+
+/// The bearer token an HTTP service gets with requests the gateway makes on its own behalf
+/// (`initialize`, its notification stream, cancellations), when it has `identity = "jwt"`.
+pub type OwnToken = Arc<dyn Fn() -> Option<Arc<str>> + Send + Sync>;
+
 /// How the gateway introduces itself to upstreams.
 pub fn client_info() -> Value {
     json!({ "name": "micromcp-gateway", "version": env!("CARGO_PKG_VERSION") })
@@ -90,7 +137,14 @@ impl std::fmt::Debug for Upstream {
 
 impl Upstream {
     /// Starts the connection (stdio children are spawned and supervised in the background).
-    pub fn start(name: &str, service: &Service, self_exe: &Path, events: EventSink) -> Self {
+    /// `own_token`: see [`OwnToken`] (HTTP services only).
+    pub fn start(
+        name: &str,
+        service: &Service,
+        self_exe: &Path,
+        events: EventSink,
+        own_token: Option<OwnToken>,
+    ) -> Self {
         match &service.transport {
             ServiceTransport::Builtin {
                 name: builtin,
@@ -125,7 +179,8 @@ impl Upstream {
             )),
             ServiceTransport::Http { url, headers } => {
                 let stateless = service.protocol == UpstreamProtocol::Stateless;
-                let upstream = HttpUpstream::new(name, url, headers.clone(), stateless, events);
+                let upstream =
+                    HttpUpstream::new(name, url, headers.clone(), stateless, events, own_token);
                 upstream.connect_in_background();
                 Upstream::Http(upstream)
             }
@@ -133,14 +188,25 @@ impl Upstream {
     }
 
     /// Sends a request and waits for its result. Cancel by dropping the future.
-    pub async fn request(
+    pub fn request<'a>(
+        &'a self,
+        method: &'a str,
+        params: Option<Value>,
+    ) -> impl Future<Output = Result<Value, UpstreamError>> + Send + 'a {
+        // Not an `async fn`: no extra layer around `request_as`'s future.
+        self.request_as(method, params, OnBehalf::Gateway)
+    }
+
+    /// [`Upstream::request`] for a caller: the service is told who, as `on_behalf` says.
+    pub async fn request_as(
         &self,
         method: &str,
         params: Option<Value>,
+        on_behalf: OnBehalf<'_>,
     ) -> Result<Value, UpstreamError> {
         match self {
-            Upstream::Stdio(s) => s.request(method, params).await,
-            Upstream::Http(h) => h.request(method, params).await,
+            Upstream::Stdio(s) => s.request(method, params, on_behalf).await,
+            Upstream::Http(h) => h.request(method, params, on_behalf).await,
         }
     }
 

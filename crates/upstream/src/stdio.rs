@@ -22,8 +22,8 @@ use tokio::sync::{mpsc, watch};
 use crate::lines::LineReader;
 use crate::pending::Pending;
 use crate::{
-    EventSink, UPSTREAM_SESSION_VERSION, UpstreamError, UpstreamEvent, client_capabilities,
-    client_info,
+    EventSink, OnBehalf, UPSTREAM_SESSION_VERSION, UpstreamError, UpstreamEvent,
+    client_capabilities, client_info,
 };
 
 /// Largest message accepted from a child (one line); longer ones are skipped.
@@ -144,13 +144,16 @@ impl StdioUpstream {
         self.started.subscribe()
     }
 
+    /// Sends a request; an [`OnBehalf::Meta`] identity is bound to its id (a bearer token
+    /// means nothing on a pipe and is not sent).
     pub async fn request(
         &self,
         method: &str,
         params: Option<Value>,
+        on_behalf: OnBehalf<'_>,
     ) -> Result<Value, UpstreamError> {
         let conn = self.current()?;
-        call(&conn, &self.name, method, params).await
+        call(&conn, &self.name, method, params, on_behalf).await
     }
 
     pub fn notify(&self, method: &str, params: Option<Value>) {
@@ -182,9 +185,11 @@ async fn call(
     conn: &Arc<Conn>,
     service: &str,
     method: &str,
-    params: Option<Value>,
+    mut params: Option<Value>,
+    on_behalf: OnBehalf<'_>,
 ) -> Result<Value, UpstreamError> {
     let (id, reply) = conn.pending.register();
+    on_behalf.stamp(id, &mut params);
     let mut guard = CancelOnDrop {
         conn: Some(conn.clone()),
         id,
@@ -328,7 +333,14 @@ async fn handshake(conn: &Conn, service: &str) -> Result<Value, UpstreamError> {
         "capabilities": client_capabilities(),
         "clientInfo": client_info(),
     });
-    let result = call(&conn, service, "initialize", Some(params)).await?;
+    let result = call(
+        &conn,
+        service,
+        "initialize",
+        Some(params),
+        OnBehalf::Gateway,
+    )
+    .await?;
     conn.send(&notification("notifications/initialized", None));
     Ok(result
         .get("capabilities")

@@ -6,8 +6,10 @@
 //! PostgreSQL + pgvector with `--postgres URL`, password from `--postgres-password-file`,
 //! tables prefixed by `--postgres-table`), incrementally and in the background ([`index`]). The one tool, `search` ([`service`]),
 //! answers only from documents of the caller's tenant at or below its clearance; the caller
-//! comes from an [`identity::IdentitySource`] (today: `--tenant`/`--clearance`), never from
-//! the request, and the scope is applied inside the store query, before ranking.
+//! comes from an [`identity::IdentitySource`] — the gateway's signed identity of each call
+//! when started with `MICROMCP_IDENTITY_KEY`, bounded by `--tenant`/`--clearance`; else those
+//! flags — never from unsigned request content, and the scope is applied inside the store
+//! query, before ranking.
 //!
 //! Pure, fuzzable guards: [`frontmatter::parse_front_matter`] (document labels),
 //! [`query::parse_search_arguments`] (tool arguments) and
@@ -30,7 +32,7 @@ use anyhow::Context as _;
 use crate::{
     chunk::ChunkOptions,
     embed::{Embedder, HashEmbedder, KeyRef, OpenAiConfig, OpenAiEmbedder},
-    identity::{CallerIdentity, StaticIdentity},
+    identity::{CallerIdentity, IdentitySource, SignedIdentity, StaticIdentity},
     index::{IndexSettings, Progress, index_folder, index_identity},
     labels::{Classification, check_tenant},
     service::VectorService,
@@ -187,13 +189,15 @@ pub async fn run(args: VectorArgs) -> anyhow::Result<()> {
         Arc::clone(&embedder),
         Arc::clone(&progress),
     ));
-    tracing::info!(tenant = %caller.tenant, clearance = %caller.clearance, "vector service ready");
-    let service = VectorService::new(
-        store,
-        embedder,
-        Arc::new(StaticIdentity::new(caller)),
-        progress,
+    let signed = std::env::var(micromcp_identity::signed::KEY_ENV).ok();
+    tracing::info!(
+        tenant = %caller.tenant,
+        clearance = %caller.clearance,
+        caller = if signed.is_some() { "signed by the gateway, within these bounds" } else { "these" },
+        "vector service ready"
     );
+    let identity = identity_source(caller, signed.as_deref())?;
+    let service = VectorService::new(store, embedder, identity, progress);
     micromcp_services::serve(service, args.http).await
 }
 
@@ -221,6 +225,25 @@ fn caller_of(args: &VectorArgs) -> anyhow::Result<CallerIdentity> {
     Ok(CallerIdentity {
         tenant: args.tenant.clone(),
         clearance: args.clearance,
+    })
+}
+
+/// Where each call's caller comes from: the gateway's signed identity when it handed this
+/// process a key (the launch identity is then the upper bound), else the launch identity.
+fn identity_source(
+    launch: CallerIdentity,
+    key: Option<&str>,
+) -> anyhow::Result<Arc<dyn IdentitySource>> {
+    Ok(match key {
+        None => Arc::new(StaticIdentity::new(launch)),
+        // The error never shows the value.
+        Some(value) => Arc::new(SignedIdentity::new(
+            micromcp_identity::signed::Verifier::new(
+                micromcp_identity::signed::ServiceKey::from_env_value(value)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", micromcp_identity::signed::KEY_ENV))?,
+            ),
+            launch,
+        )),
     })
 }
 
@@ -356,6 +379,25 @@ mod tests {
         let args = parse(&["--tenant", "acme corp", "--clearance", "public"]).expect("parses");
         let err = caller_of(&args).expect_err("bad tenant");
         assert!(err.to_string().contains("--tenant"), "{err}");
+    }
+
+    #[test]
+    fn a_key_from_the_gateway_must_be_well_formed_and_is_never_echoed() {
+        let launch = CallerIdentity {
+            tenant: "acme".into(),
+            clearance: Classification::Internal,
+        };
+        let Err(err) = identity_source(launch.clone(), Some("hunter2-not-a-key")) else {
+            panic!("a malformed key was accepted");
+        };
+        let err = err.to_string();
+        assert!(
+            err.contains(micromcp_identity::signed::KEY_ENV) && !err.contains("hunter2"),
+            "{err}"
+        );
+        let key = micromcp_identity::signed::ServiceKey::generate().expect("key");
+        assert!(identity_source(launch.clone(), Some(&key.to_env_value())).is_ok());
+        assert!(identity_source(launch, None).is_ok());
     }
 
     #[test]

@@ -104,7 +104,7 @@ impl VectorService {
     ) -> Result<Json<SearchOutput>, CallToolResult> {
         let caller = self
             .identity
-            .resolve(&ctx)
+            .resolve(&ctx, "search")
             .map_err(|err| tool_error(err.to_string()))?;
         let request = validate(args, &caller)
             .map_err(|err| tool_error(format!("invalid search arguments: {err}")))?;

@@ -520,18 +520,24 @@ impl HttpEcho {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start upstream");
-        let mut line = String::new();
-        let mut reader = BufReader::new(child.stderr.take().expect("stderr"));
-        reader.read_line(&mut line).expect("read");
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {line}"))
-            .to_owned();
-        // Keep draining stderr so the upstream never blocks on a full pipe.
-        std::thread::spawn(move || for _ in reader.lines() {});
+        let url = announced_url(&mut child);
         HttpEcho { child, url }
     }
+}
+
+/// The URL a server child announces as its first stderr line, `listening on URL`; the rest of
+/// its stderr is drained so it never blocks on a full pipe.
+pub fn announced_url(child: &mut Child) -> String {
+    let mut line = String::new();
+    let mut reader = BufReader::new(child.stderr.take().expect("stderr"));
+    reader.read_line(&mut line).expect("read");
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+        .to_owned();
+    std::thread::spawn(move || for _ in reader.lines() {});
+    url
 }
 
 impl Drop for HttpEcho {

@@ -3,13 +3,14 @@
 
 use std::{path::Path, sync::Arc};
 
-use micromcp_testkit::rpc_2026;
+use micromcp_identity::signed::{Binding, META_KEY, RequestId, ServiceKey, Verifier};
+use micromcp_testkit::{messages, post_2026, response_of, rpc_2026};
 use serde_json::{Value, json};
 
 use super::*;
 use crate::{
     embed::HashEmbedder,
-    identity::{CallerIdentity, StaticIdentity},
+    identity::{CallerIdentity, SignedIdentity, StaticIdentity},
     index::{IndexSettings, index_folder},
     labels::Classification,
     store::{SqliteStore, testdb::TestDb},
@@ -28,14 +29,21 @@ fn write(docs: &Path, rel: &str, tenant: &str, classification: &str, body: &str)
 /// Indexes a small two-tenant folder and serves it for `caller`; returns the `/mcp` URL
 /// and the progress handle (to simulate a pass in flight).
 async fn spawn(caller: CallerIdentity) -> (String, Arc<Progress>, tempfile::TempDir) {
+    spawn_for(Arc::new(StaticIdentity::new(caller))).await
+}
+
+/// [`spawn`] with any identity source.
+async fn spawn_for(
+    identity: Arc<dyn IdentitySource>,
+) -> (String, Arc<Progress>, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(SqliteStore::open(&dir.path().join("i.sqlite3")).expect("open"));
-    spawn_on(caller, store, dir).await
+    spawn_on(identity, store, dir).await
 }
 
 /// [`spawn`] on any store; `dir` holds the documents.
 async fn spawn_on(
-    caller: CallerIdentity,
+    identity: Arc<dyn IdentitySource>,
     store: Arc<dyn Store>,
     dir: tempfile::TempDir,
 ) -> (String, Arc<Progress>, tempfile::TempDir) {
@@ -63,12 +71,7 @@ async fn spawn_on(
         .await
         .expect("index");
     assert_eq!(report.embedded.len(), 3);
-    let service = VectorService::new(
-        store,
-        embedder,
-        Arc::new(StaticIdentity::new(caller)),
-        Arc::clone(&progress),
-    );
+    let service = VectorService::new(store, embedder, identity, Arc::clone(&progress));
     let url = micromcp_testkit::serve(micromcp_services::http_router(service)).await;
     (url, progress, dir)
 }
@@ -291,7 +294,8 @@ async fn the_service_works_on_the_postgres_store() {
     let db = TestDb::new();
     let store = Arc::new(db.open().await);
     let dir = tempfile::tempdir().expect("tempdir");
-    let (url, _, _dir) = spawn_on(acme(Classification::Confidential), store, dir).await;
+    let identity = Arc::new(StaticIdentity::new(acme(Classification::Confidential)));
+    let (url, _, _dir) = spawn_on(identity, store, dir).await;
     let response = search(&url, json!({"query": "marmalade", "k": 10}), json!({})).await;
     assert_ne!(response["result"]["isError"], true, "{response}");
     assert_eq!(
@@ -328,4 +332,86 @@ async fn the_service_works_on_the_postgres_store() {
     )
     .await;
     assert_eq!(paths(&by_prefix), ["acme-public.md"]);
+}
+
+/// `_meta` with the gateway's identity of alice (`tenant`, `clearance`) for request `id`.
+fn signed_meta(key: &ServiceKey, id: i64, tenant: &str, clearance: &str) -> Value {
+    let caller = micromcp_identity::Caller {
+        agent: Some("bot"),
+        tenant: Some(tenant),
+        clearance: Some(clearance),
+        ..micromcp_identity::Caller::new("alice", "api_token")
+    };
+    let binding = Binding::tool_call(RequestId::Number(id), "search");
+    json!({META_KEY: key.sign(&caller, "micromcp", binding, micromcp_identity::now_secs())})
+}
+
+/// `search` for `query` as request `id`, with `meta` as its `_meta`.
+async fn search_as(url: &str, id: u64, meta: Value, query: &str) -> Value {
+    let params = json!({"name": "search", "arguments": {"query": query, "k": 10}, "_meta": meta});
+    let response = post_2026(url, id, "tools/call", params, json!({})).await;
+    response_of(&messages(response).await).clone()
+}
+
+/// The service with a key, for callers within `bound`; returns the key the gateway would hold.
+async fn spawn_signed(bound: CallerIdentity) -> (ServiceKey, String, tempfile::TempDir) {
+    let key = ServiceKey::generate().expect("key");
+    let service_key = ServiceKey::from_env_value(&key.to_env_value()).expect("key");
+    let identity = Arc::new(SignedIdentity::new(Verifier::new(service_key), bound));
+    let (url, _, dir) = spawn_for(identity).await;
+    (key, url, dir)
+}
+
+fn refusal(response: &Value) -> String {
+    assert_eq!(response["result"]["isError"], true, "{response}");
+    response["result"]["content"][0]["text"]
+        .as_str()
+        .expect("text")
+        .to_owned()
+}
+
+/// With a key, every call needs the gateway's identity for that very call, and the launch
+/// identity (acme, confidential) bounds what it may see.
+#[tokio::test]
+async fn with_a_key_the_signed_caller_decides_within_the_launch_bounds() {
+    let (key, url, _dir) = spawn_signed(acme(Classification::Confidential)).await;
+    let signed = |id, tenant, clearance| signed_meta(&key, id, tenant, clearance);
+
+    let public = search_as(&url, 1, signed(1, "acme", "public"), "marmalade").await;
+    assert_eq!(paths(&public), ["acme-public.md"]);
+    // Asking for restricted gets the launch clearance (confidential), not more.
+    let widened = search_as(&url, 2, signed(2, "acme", "restricted"), ACME_SECRET).await;
+    assert_eq!(paths(&widened), ["acme-public.md"], "{widened}");
+    // Another tenant is refused outright, not answered from acme's documents.
+    let globex = search_as(&url, 3, signed(3, "globex", "public"), GLOBEX_SECRET).await;
+    assert!(refusal(&globex).contains("not the tenant"));
+    assert!(!globex.to_string().contains("Initech"));
+
+    // No identity, an unsigned one, one signed with another key, one for another request.
+    let missing = search_as(&url, 4, json!({}), "marmalade").await;
+    assert!(
+        refusal(&missing).contains("no caller identity"),
+        "{missing}"
+    );
+    let unsigned = json!({META_KEY: {"tenant": "acme", "clearance": "restricted"}});
+    let unsigned = search_as(&url, 5, unsigned, "marmalade").await;
+    assert!(refusal(&unsigned).contains("malformed"), "{unsigned}");
+    let other_key = ServiceKey::generate().expect("key");
+    let forged = signed_meta(&other_key, 6, "acme", "public");
+    let forged = search_as(&url, 6, forged, "marmalade").await;
+    assert!(refusal(&forged).contains("signature"), "{forged}");
+    let misbound = search_as(&url, 7, signed(99, "acme", "public"), "marmalade").await;
+    assert!(refusal(&misbound).contains("another request"), "{misbound}");
+}
+
+/// The same signed message sent twice: the second is refused.
+#[tokio::test]
+async fn with_a_key_a_replayed_identity_is_refused() {
+    let (key, url, _dir) = spawn_signed(acme(Classification::Restricted)).await;
+    let meta = signed_meta(&key, 7, "acme", "restricted");
+    let first = search_as(&url, 7, meta.clone(), ACME_SECRET).await;
+    assert_eq!(paths(&first)[0], "acme-secret.md", "{first}");
+    let again = search_as(&url, 7, meta, ACME_SECRET).await;
+    assert!(refusal(&again).contains("already used"), "{again}");
+    assert!(!again.to_string().contains("marmalade"));
 }

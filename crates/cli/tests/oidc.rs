@@ -80,15 +80,101 @@ impl Provider {
             .send()
             .await
             .expect("token request");
-        let body: Value = response.json().await.expect("token json");
-        body["access_token"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no access token: {body}"))
-            .to_owned()
+        access_token(response).await
     }
 
     async fn token(&self, client: &str) -> String {
         self.token_for(client, RESOURCE).await
+    }
+
+    /// An access token for the test user `login`, by the authorization-code flow with PKCE
+    /// for the public client `web-app`, as a browser would drive it: the authorization request
+    /// (with `resource`), the provider's login form, its consent form, then the redirect to
+    /// the client, whose `code` is read from the Location header (nothing serves that URL),
+    /// and the token request with the code verifier.
+    async fn user_token(&self, login: &str) -> String {
+        let browser = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .cookie_store(true)
+            .build()
+            .expect("client");
+        let mut random = [0u8; 32];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random)
+            .expect("random");
+        let verifier = b64(&random);
+        let challenge =
+            b64(ring::digest::digest(&ring::digest::SHA256, verifier.as_bytes()).as_ref());
+        let redirect_uri = "http://127.0.0.1:9/callback";
+
+        let authorize = reqwest::Url::parse_with_params(
+            &self.url("/auth"),
+            [
+                ("client_id", "web-app"),
+                ("response_type", "code"),
+                ("redirect_uri", redirect_uri),
+                ("scope", "openid mcp:tools"),
+                ("resource", RESOURCE),
+                ("code_challenge", &challenge),
+                ("code_challenge_method", "S256"),
+                ("state", "state-1"),
+            ],
+        )
+        .expect("authorization url");
+        let start = browser
+            .get(authorize)
+            .send()
+            .await
+            .expect("authorization request");
+        let login_page = location(&start);
+        let form = fill_form(&browser, &login_page, "login").await;
+        let resume = location(
+            &browser
+                .post(form)
+                .form(&[("prompt", "login"), ("login", login), ("password", "any")])
+                .send()
+                .await
+                .expect("login"),
+        );
+        let consent_page = location(&browser.get(resume).send().await.expect("resume"));
+        let form = fill_form(&browser, &consent_page, "consent").await;
+        let resume = location(
+            &browser
+                .post(form)
+                .form(&[("prompt", "consent")])
+                .send()
+                .await
+                .expect("consent"),
+        );
+        let back = location(&browser.get(resume).send().await.expect("resume"));
+        let back = reqwest::Url::parse(&back).expect("redirect url");
+        assert_eq!(
+            back.as_str().split('?').next(),
+            Some(redirect_uri),
+            "{back}"
+        );
+        let query: std::collections::HashMap<_, _> = back.query_pairs().into_owned().collect();
+        assert_eq!(query.get("state").map(String::as_str), Some("state-1"));
+        assert_eq!(query.get("iss"), Some(&self.issuer));
+        let code = query
+            .get("code")
+            .unwrap_or_else(|| panic!("no code: {back}"));
+
+        let response = self
+            .http
+            .post(self.url("/token"))
+            .form(&[
+                ("grant_type", "authorization_code"),
+                ("code", code),
+                ("client_id", "web-app"),
+                ("redirect_uri", redirect_uri),
+                ("code_verifier", &verifier),
+                ("resource", RESOURCE),
+            ])
+            .send()
+            .await
+            .expect("token request");
+        access_token(response).await
     }
 
     async fn control(&self, path: &str, body: Value) -> Value {
@@ -131,6 +217,73 @@ impl Drop for Provider {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The `access_token` of a token endpoint's answer.
+async fn access_token(response: reqwest::Response) -> String {
+    let body: Value = response.json().await.expect("token json");
+    body["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no access token: {body}"))
+        .to_owned()
+}
+
+/// Calls `echo.echo` with `text` and checks the answer.
+async fn echo(client: &mut Client, text: &str) {
+    let reply = client
+        .call(
+            "tools/call",
+            json!({"name": "echo.echo", "arguments": {"text": text}}),
+        )
+        .await;
+    assert_eq!(common::text_of(&reply), text);
+}
+
+/// Checks the audit record of a call made with an OIDC token whose claims are `payload`.
+fn assert_oidc_record(call: &Value, provider: &Provider, payload: &Value, who: [&str; 3]) {
+    let [principal, agent, tenant] = who;
+    assert_eq!(call["auth_method"], "oidc", "{call}");
+    assert_eq!(call["issuer"], provider.issuer.as_str(), "{call}");
+    assert_eq!(call["principal"], principal, "{call}");
+    assert_eq!(call["agent"], agent, "{call}");
+    assert_eq!(call["tenant"], tenant, "{call}");
+    assert!(payload["jti"].is_string(), "{payload}");
+    assert_eq!(call["token_id"], payload["jti"], "{call}");
+}
+
+/// The absolute Location of a redirect.
+fn location(response: &reqwest::Response) -> String {
+    assert!(
+        response.status().is_redirection(),
+        "expected a redirect from {}, got {}",
+        response.url(),
+        response.status()
+    );
+    let to = response.headers()["location"].to_str().expect("ascii");
+    response.url().join(to).expect("location").to_string()
+}
+
+/// Loads the provider's interaction page at `url`, checks it is the `prompt` form, and returns
+/// the URL the form posts to.
+async fn fill_form(browser: &reqwest::Client, url: &str, prompt: &str) -> String {
+    let page = browser
+        .get(url)
+        .send()
+        .await
+        .expect("interaction page")
+        .text()
+        .await
+        .expect("html");
+    assert!(
+        page.contains(&format!(r#"name="prompt" value="{prompt}""#)),
+        "not the {prompt} form: {page}"
+    );
+    let action = page
+        .split(r#"action=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no form action: {page}"));
+    action.to_owned()
 }
 
 fn now() -> u64 {
@@ -322,29 +475,12 @@ async fn a_real_token_calls_a_tool_and_the_audit_names_method_issuer_subject_age
 
     let mut client = gw.client(&token);
     client.initialize().await;
-    let reply = client
-        .call(
-            "tools/call",
-            json!({"name": "echo.echo", "arguments": {"text": "hi"}}),
-        )
-        .await;
-    assert_eq!(common::text_of(&reply), "hi");
+    echo(&mut client, "hi").await;
     // Warm path: the same token again (now from the validated-token cache).
-    let again = client
-        .call(
-            "tools/call",
-            json!({"name": "echo.echo", "arguments": {"text": "again"}}),
-        )
-        .await;
-    assert_eq!(common::text_of(&again), "again");
+    echo(&mut client, "again").await;
 
     let call = call_record(&gw).await;
-    assert_eq!(call["auth_method"], "oidc", "{call}");
-    assert_eq!(call["issuer"], provider.issuer.as_str());
-    assert_eq!(call["principal"], "agent-1");
-    assert_eq!(call["agent"], "agent-1");
-    assert_eq!(call["tenant"], "acme");
-    assert_eq!(call["token_id"], payload["jti"]);
+    assert_oidc_record(&call, &provider, &payload, ["agent-1", "agent-1", "acme"]);
     let log = std::fs::read_to_string(gw.path("audit.jsonl")).expect("audit");
     assert!(
         !log.contains(&token),
@@ -399,6 +535,32 @@ async fn a_real_token_calls_a_tool_and_the_audit_names_method_issuer_subject_age
         "{stdout}"
     );
     assert!(!stdout.contains(&other));
+}
+
+#[tokio::test]
+async fn a_users_authorization_code_token_calls_a_tool_and_the_audit_names_the_user_and_the_client()
+{
+    let provider = Provider::start();
+    let gw = gateway(&provider, "30s");
+    gw.wait_ready(&["echo"]).await;
+    let token = provider.user_token("alice").await;
+    let (_, payload, _) = parts(&token);
+    assert_eq!(payload["sub"], "alice", "{payload}");
+    assert_eq!(payload["client_id"], "web-app", "{payload}");
+    assert_eq!(payload["aud"], RESOURCE, "{payload}");
+
+    let mut client = gw.client(&token);
+    client.initialize().await;
+    echo(&mut client, "from alice").await;
+
+    // The user is the principal, the client the agent.
+    let call = call_record(&gw).await;
+    assert_oidc_record(&call, &provider, &payload, ["alice", "web-app", "initech"]);
+    let log = std::fs::read_to_string(gw.path("audit.jsonl")).expect("audit");
+    assert!(
+        !log.contains(&token),
+        "the token must never be in the audit log"
+    );
 }
 
 #[tokio::test]

@@ -20,6 +20,23 @@ use std::time::Duration;
 pub use secret::{Secret, SecretRef};
 pub use validate::IDENTITY_KEY_ENV;
 
+/// Issuer identifiers compare exactly, except that a trailing slash does not make another
+/// issuer. Config validation, token verification and grant matching all use this one rule.
+pub fn same_issuer(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/') == b.trim_end_matches('/')
+}
+
+/// Whether `url` names a loopback host (the only place plain `http://` is allowed for an
+/// identity provider, for tests).
+pub fn is_loopback_url(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
 /// One problem in a config file, with the key path it concerns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {

@@ -143,12 +143,9 @@ fn applies(grant: &Grant, principal: &Principal) -> bool {
         && grant.scopes.iter().all(|s| principal.has_scope(s))
 }
 
-/// Issuers compare as URLs do in config (a trailing slash is not a different issuer).
+/// A grant's issuer matches only a principal vouched for by that issuer.
 fn same_issuer(grant: Option<&str>, principal: Option<&str>) -> bool {
-    match (grant, principal) {
-        (Some(g), Some(p)) => g.trim_end_matches('/') == p.trim_end_matches('/'),
-        _ => false,
-    }
+    matches!((grant, principal), (Some(g), Some(p)) if micromcp_config::same_issuer(g, p))
 }
 
 impl Allowlist {

@@ -291,20 +291,12 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Issuer identifiers compare exactly, except that a trailing slash does not make another issuer.
-pub fn same_issuer(a: &str, b: &str) -> bool {
-    a.trim_end_matches('/') == b.trim_end_matches('/')
-}
+pub use micromcp_config::same_issuer;
 
 /// https anywhere; http only to a loopback host (tests). Config enforces the same; this
 /// double-checks every URL right before it is fetched, discovered ones included.
 pub fn check_fetchable(url: &url::Url) -> Result<(), String> {
-    let loopback = match url.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        None => false,
-    };
+    let loopback = micromcp_config::is_loopback_url(url);
     match url.scheme() {
         "https" => Ok(()),
         "http" if loopback => Ok(()),

@@ -296,6 +296,11 @@ fn now() -> u64 {
 /// A gateway trusting `provider`, with the echo service granted to its tokens and to alice's
 /// API token.
 fn gateway(provider: &Provider, min_refresh: &str) -> Gateway {
+    gateway_for(&provider.issuer, min_refresh)
+}
+
+/// The same gateway for any issuer URL (also one with nothing behind it).
+fn gateway_for(issuer: &str, min_refresh: &str) -> Gateway {
     let alice = token();
     let config = format!(
         r#"
@@ -329,7 +334,6 @@ tools = ["echo.*"]
 principal = "alice"
 tools = ["echo.*"]
 "#,
-        issuer = provider.issuer,
         hash = alice.hash,
     );
     Gateway::start_raw(&config, alice.token, String::new())
@@ -990,35 +994,7 @@ async fn the_gateway_starts_and_serves_api_tokens_while_the_provider_is_down() {
         .expect("free port")
         .port();
     let issuer = format!("http://127.0.0.1:{port}");
-    let alice = token();
-    let config = format!(
-        r#"
-[listen]
-addr = "127.0.0.1:0"
-
-[audit]
-file = "audit.jsonl"
-
-[auth]
-resource = "{RESOURCE}"
-
-[[auth.oidc]]
-issuer = "{issuer}"
-
-[[auth.tokens]]
-principal = "alice"
-hash = "{hash}"
-
-[services.echo]
-builtin = "echo"
-
-[[policy.grants]]
-principal = "alice"
-tools = ["echo.*"]
-"#,
-        hash = alice.hash,
-    );
-    let gw = Gateway::start_raw(&config, alice.token, String::new());
+    let gw = gateway_for(&issuer, "30s");
     gw.wait_ready(&["echo"]).await;
     assert_eq!(status_with(&gw, &gw.alice).await, 200);
     let (pair, _) = attacker_key("k");

@@ -42,6 +42,19 @@ pub struct Decision {
     /// Refused only for want of these OAuth scopes (space-separated, RFC 6750 `scope`): the
     /// caller may get a token that has them (step-up authorization).
     pub missing_scopes: Option<String>,
+    /// What a permit asks of the stages after it (`@approval`, `@redact`, `@rate`).
+    pub obligations: Obligations,
+}
+
+/// Obligations a permitting policy attaches through its annotations.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Obligations {
+    /// `@approval("required")`: the call is held until a human approves it.
+    pub approval: bool,
+    /// `@redact("profile")`: redaction profiles for the result (used by the guards).
+    pub redact: Vec<String>,
+    /// `@rate("…")`: rate-limit classes (used by the guards).
+    pub rate: Vec<String>,
 }
 
 impl Decision {
@@ -50,6 +63,7 @@ impl Decision {
             allowed: true,
             rule,
             missing_scopes: None,
+            obligations: Obligations::default(),
         }
     }
 
@@ -58,6 +72,7 @@ impl Decision {
             allowed: false,
             rule,
             missing_scopes: None,
+            obligations: Obligations::default(),
         }
     }
 }
@@ -298,9 +313,8 @@ mod tests {
         assert_eq!(
             refused,
             Decision {
-                allowed: false,
-                rule: "scopes[0]".into(),
                 missing_scopes: Some("files:write".into()),
+                ..Decision::deny("scopes[0]".into())
             }
         );
         alice.scopes.push("files:write".into());

@@ -409,6 +409,10 @@ async fn post(
     rpc_method: &mut Option<String>,
 ) -> Result<Response, Refusal> {
     let (parts, body) = request.into_parts();
+    let client_ip = parts
+        .extensions
+        .get::<crate::listener::ClientAddr>()
+        .map(|a| a.0);
     let headers = parts.headers;
     // Exactly one Content-Type, and JSON: with two, parsers down the line could disagree.
     let json_type = single_header(&headers, "content-type")
@@ -463,6 +467,7 @@ async fn post(
             session: None,
             notify: None,
             client_capabilities: Some(capabilities),
+            client_ip,
         };
         return Ok(match message {
             Message::Request(r) if r.method == "subscriptions/listen" => listen(gw, caller, r)?,
@@ -501,6 +506,7 @@ async fn post(
         session: Some(session),
         notify: None,
         client_capabilities: None,
+        client_ip,
     };
     Ok(match message {
         Message::Request(r) => answer(gw, caller, r, accepts_sse).await?,
@@ -830,6 +836,7 @@ async fn initialize(
         session: Some(session.clone()),
         notify: None,
         client_capabilities: None,
+        client_ip: None,
     };
     let response = gw.handle(&caller, request).await;
     let mut http = axum::Json(response.to_value()).into_response();
@@ -991,6 +998,7 @@ fn get_stream(
         session: Some(session),
         notify: None,
         client_capabilities: None,
+        client_ip: None,
     };
     gw.audit_allowed(&caller, "GET /mcp (notification stream)");
     let stream =
@@ -1011,6 +1019,7 @@ async fn delete(
         session: Some(session.clone()),
         notify: None,
         client_capabilities: None,
+        client_ip: None,
     };
     if let Some(session) = gw.sessions.remove(&session.id, principal) {
         gw.release_subscriptions(&session).await;

@@ -202,6 +202,7 @@ fn caller_for(
         session: Some(session.clone()),
         notify: None,
         client_capabilities: None,
+        client_ip: None,
     };
     if method == "initialize" {
         let version = crate::pipeline::initialize_version(params)?;
@@ -227,6 +228,7 @@ fn caller_for(
     Ok(Caller {
         version,
         client_capabilities: Some(capabilities),
+        client_ip: None,
         ..base
     })
 }

@@ -33,15 +33,21 @@ const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 pub(crate) struct Refreshes {
     misses: Mutex<HashMap<String, Instant>>,
     running: Mutex<HashMap<String, bool>>,
+    /// Every service was asked once: from now on a catalog change that breaks the policies
+    /// is worth a warning (before, the catalog is simply incomplete).
+    loaded: std::sync::atomic::AtomicBool,
 }
 
 impl Gateway {
     /// Reads `service`'s tools (as the gateway, or as `caller` for services that are told
     /// who asks) and hands them to the policy engine.
+    /// (`report`: warn when the policies no longer validate against the new tools; not while
+    /// the catalog is first loaded service by service.)
     pub(crate) async fn refresh_catalog(
         &self,
         service: &ServiceHandle,
         caller: Option<&Principal>,
+        report: bool,
     ) -> Result<(), UpstreamError> {
         if service
             .upstream
@@ -102,7 +108,11 @@ impl Gateway {
             }
         }
         let problems = self.authz.set_catalog(&service.name, tools);
-        for problem in problems {
+        let loaded = self
+            .refreshes
+            .loaded
+            .load(std::sync::atomic::Ordering::Acquire);
+        for problem in problems.into_iter().filter(|_| report && loaded) {
             tracing::warn!(service = %service.name, "the policies no longer match this service's tools: {problem}");
         }
         Ok(())
@@ -126,7 +136,7 @@ impl Gateway {
             }
             last.insert(service.name.clone(), now);
         }
-        self.refresh_catalog(service, Some(caller)).await?;
+        self.refresh_catalog(service, Some(caller), true).await?;
         Ok(true)
     }
 
@@ -149,7 +159,7 @@ impl Gateway {
                     return;
                 };
                 if let Some(s) = gateway.services.get(&service) {
-                    let _ = gateway.refresh_catalog(s, None).await;
+                    let _ = gateway.refresh_catalog(s, None, true).await;
                 }
                 let mut running = lock(&gateway.refreshes.running);
                 if running.get(&service) == Some(&true) {
@@ -168,8 +178,11 @@ impl Gateway {
             s.upstream
                 .wait_started(crate::federation::STARTUP_WAIT)
                 .await;
-            let _ = self.refresh_catalog(s, None).await;
+            let _ = self.refresh_catalog(s, None, false).await;
         }))
         .await;
+        self.refreshes
+            .loaded
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 }

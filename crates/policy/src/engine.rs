@@ -234,7 +234,7 @@ impl PolicyEngine {
         let schema = Schema::from_json_value(cedar_schema(tools.values())).ok();
         let problems = schema
             .as_ref()
-            .map(|s| validate(s, &old.user))
+            .map(|s| validate(s, &old.user, false))
             .unwrap_or_default();
         *guard = Arc::new(Compiled {
             all: old.all.clone(),
@@ -257,7 +257,7 @@ impl PolicyEngine {
                 "the Cedar schema of the catalog could not be built".into(),
             ]);
         };
-        let errors = validate(schema, &compiled.user);
+        let errors = validate(schema, &compiled.user, true);
         if errors.is_empty() {
             Ok(())
         } else {
@@ -276,7 +276,7 @@ impl PolicyEngine {
                 "the Cedar schema of the catalog could not be built".into(),
             ]);
         };
-        let errors = validate(schema, &compiled.user);
+        let errors = validate(schema, &compiled.user, true);
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -304,7 +304,12 @@ impl PolicyEngine {
         let compiled = self.current();
         let json = cedar_schema(compiled.tools.values());
         match SchemaFragment::from_json_value(json) {
-            Ok(fragment) => fragment.to_cedarschema().unwrap_or_else(|e| e.to_string()),
+            // `__cedar::` only disambiguates the built-in types from user types, and the
+            // gateway's schema has none of those names.
+            Ok(fragment) => fragment
+                .to_cedarschema()
+                .map(|s| s.replace("__cedar::", ""))
+                .unwrap_or_else(|e| e.to_string()),
             Err(e) => e.to_string(),
         }
     }
@@ -640,10 +645,13 @@ fn grant_applies(grant: &Grant, principal: &Principal) -> bool {
         && (grant.roles.is_empty() || grant.roles.iter().any(|r| principal.roles.contains(r)))
 }
 
-fn validate(schema: &Schema, policies: &PolicySet) -> Vec<String> {
+/// Validation errors; warnings (a policy that can never apply…) are logged if `warn`.
+fn validate(schema: &Schema, policies: &PolicySet, warn: bool) -> Vec<String> {
     let result = Validator::new(schema.clone()).validate(policies, ValidationMode::Strict);
-    for warning in result.validation_warnings() {
-        tracing::warn!(target: "micromcp::policy", "{warning}");
+    if warn {
+        for warning in result.validation_warnings() {
+            tracing::warn!(target: "micromcp::policy", "{warning}");
+        }
     }
     result.validation_errors().map(|e| format!("{e}")).collect()
 }

@@ -6,8 +6,12 @@
 //!
 //! 1. route: the public name (`<service>.<tool>`, `<service>+<uri>`) picks a service;
 //!    unknown names and denied names get the same answer, so names cannot be probed;
-//! 2. validate input: params must have the shape the method needs;
-//! 3. authorize: the [`micromcp_policy::Authorizer`] decides, default deny, naming its rule;
+//! 2. validate input: params must have the shape the method needs; a tool call's arguments are
+//!    typed by the tool's `inputSchema` from the live catalog ([`crate::catalog`]) — parsed
+//!    once, the same object is forwarded — and refused if they do not fit;
+//! 3. authorize: the [`micromcp_policy::Authorizer`] (Cedar, docs/policy.md) decides on the
+//!    caller, the target and the arguments; default deny, forbid wins, errors deny; the
+//!    decision names the policies that made it;
 //! 4. forward: with the gateway's own request id, a timeout, and only the `_meta` the gateway
 //!    vouches for (a rewritten progress token, the 2026 client capabilities); identity claims a
 //!    client puts in `_meta` are dropped, and the service learns the caller only from the

@@ -1,5 +1,7 @@
 //! The `micromcp` command: the gateway, the built-in services, and tools for operators.
 
+mod approvals;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -56,6 +58,14 @@ enum Command {
     Auth {
         #[command(subcommand)]
         command: AuthCommand,
+    },
+    /// Review and decide calls held for a person's approval (through the gateway's admin API;
+    /// the admin token comes from MICROMCP_ADMIN_TOKEN).
+    Approvals {
+        #[command(flatten)]
+        target: approvals::Target,
+        #[command(subcommand)]
+        command: approvals::Command,
     },
 }
 
@@ -192,6 +202,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             init_logging("warn");
             auth_check(&config, token).await
         }
+        Command::Approvals { target, command } => approvals::run(target, command).await,
     }
 }
 
@@ -352,19 +363,37 @@ async fn gateway(config_path: &Path, stdio: bool) -> anyhow::Result<ExitCode> {
         _ => None,
     };
     let keys = signing_keys(&config)?;
+    let admin_addr = config.admin.as_ref().map(|a| a.addr);
     let gateway = Gateway::start(config, Box::new(authn), audit, self_exe, keys);
+    // The admin API (approvals) on its own listener, started before clients can connect.
+    let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let Some(addr) = admin_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (admin.addr)"))?;
+        eprintln!("micromcp: admin API on http://{}", listener.local_addr()?);
+        tokio::spawn(micromcp_gateway::admin::serve(
+            gateway.clone(),
+            listener,
+            async move {
+                let _ = admin_stopped.await;
+            },
+        ));
+    } else if gateway.config().approvals.webhook.is_some() {
+        tracing::warn!(
+            "[approvals] webhook is set but there is no [admin]: calls that need approval fail at once"
+        );
+    }
 
     if stdio {
         let identity = stdio_identity
             .context("--stdio needs a [stdio] section naming the principal of the local client")?;
         let (input, output) = micromcp_services::stdio::streams();
-        micromcp_gateway::stdio::serve(
-            gateway.clone(),
-            &identity,
-            input,
-            output,
-            shutdown_signal(),
-        )
+        let stopping = gateway.clone();
+        micromcp_gateway::stdio::serve(gateway.clone(), &identity, input, output, async move {
+            shutdown_signal().await;
+            stopping.approvals().stop();
+        })
         .await?;
     } else {
         let listener = tokio::net::TcpListener::bind(listen_addr)
@@ -391,6 +420,8 @@ async fn gateway(config_path: &Path, stdio: bool) -> anyhow::Result<ExitCode> {
             },
         ));
         shutdown_signal().await;
+        // Held calls fail now with a clear error rather than at the end of the grace period.
+        gateway.approvals().stop();
         tracing::info!("shutting down: finishing in-flight requests (up to {grace:?})");
         let _ = stop_tx.send(());
         if tokio::time::timeout(grace, server).await.is_err() {
@@ -399,6 +430,7 @@ async fn gateway(config_path: &Path, stdio: bool) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    let _ = admin_stop.send(());
     gateway.shutdown().await;
     gateway.flush_audit().await;
     drop(gateway);

@@ -202,6 +202,7 @@ fn caller_for(
         session: Some(session.clone()),
         notify: None,
         client_capabilities: None,
+        on_hold: None,
     };
     if method == "initialize" {
         let version = crate::pipeline::initialize_version(params)?;

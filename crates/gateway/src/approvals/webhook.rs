@@ -190,15 +190,18 @@ mod tests {
         );
     }
 
+    /// What a receiver got: the signature header and the body.
+    type Delivery = (Option<String>, Vec<u8>);
+
     /// A real HTTP receiver on loopback: answers with `statuses` in turn (then 200) and keeps
     /// every delivery (signature header, body).
     struct Receiver {
         url: String,
-        seen: Arc<Mutex<Vec<(Option<String>, Vec<u8>)>>>,
+        seen: Arc<Mutex<Vec<Delivery>>>,
     }
 
     async fn receiver(statuses: Vec<u16>) -> Receiver {
-        let seen: Arc<Mutex<Vec<(Option<String>, Vec<u8>)>>> = Arc::default();
+        let seen: Arc<Mutex<Vec<Delivery>>> = Arc::default();
         let statuses = Arc::new(Mutex::new(statuses.into_iter()));
         let app = axum::Router::new().route(
             "/hook",
@@ -224,7 +227,7 @@ mod tests {
     }
 
     impl Receiver {
-        async fn wait_for(&self, n: usize) -> Vec<(Option<String>, Vec<u8>)> {
+        async fn wait_for(&self, n: usize) -> Vec<Delivery> {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
             loop {
                 let seen = self.seen.lock().expect("lock").clone();

@@ -110,8 +110,7 @@ pub enum ApprovalOutcome {
     Expired,
     /// The call ended before a decision (its client went away, or the gateway stopped).
     Voided,
-    /// The call was not held (too many pending approvals, no admin API), or an admin action on
-    /// the approval was refused (see `rule`).
+    /// An admin action on the approval was refused (see `rule`); the approval is unchanged.
     Refused,
 }
 

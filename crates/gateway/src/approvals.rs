@@ -331,14 +331,15 @@ impl Approvals {
         record: &mut AuditRecord,
     ) -> Result<(), Failure> {
         let ticket = self.register(call).map_err(|refused| {
-            record.approval = Some(ApprovalNote {
-                id: String::new(),
-                outcome: Some(ApprovalOutcome::Refused),
-                approver: None,
-                reason: None,
-            });
+            // No approval exists: the hold stage itself is what decided.
+            let rule = match refused {
+                HoldRefused::NoApprovers => "approval-unavailable",
+                HoldRefused::Full(_) | HoldRefused::FullForRequester(_) => "approval-limit",
+                HoldRefused::NoRandomness => "approval-error",
+            };
+            record.rule = Some(rule.into());
             Failure::Denied {
-                rule: "approval-hold".into(),
+                rule: rule.into(),
                 error: ErrorObject::new(error_codes::SERVER_ERROR, refused.to_string()),
             }
         })?;

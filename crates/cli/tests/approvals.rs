@@ -377,6 +377,18 @@ impl Requester {
     /// Calls `tool` as alice (agent bot) in `mode` (`legacy` or `2026-07-28`), and waits until
     /// the client has connected.
     fn call(gw: &Gateway, mode: &str, tool: &str, arguments: &Value, progress: bool) -> Requester {
+        Self::call_with(gw, mode, tool, arguments, progress, None)
+    }
+
+    /// Like [`Requester::call`], with the SDK's HTTP read timeout set to `read_timeout` seconds.
+    fn call_with(
+        gw: &Gateway,
+        mode: &str,
+        tool: &str,
+        arguments: &Value,
+        progress: bool,
+        read_timeout: Option<u32>,
+    ) -> Requester {
         let mut command = Command::new(tool_path("venv/bin/python"));
         command
             .arg(workspace().join("crates/cli/tests/fixtures/held_call.py"))
@@ -385,6 +397,9 @@ impl Requester {
             .stderr(std::process::Stdio::inherit());
         if progress {
             command.arg("--progress");
+        }
+        if let Some(seconds) = read_timeout {
+            command.args(["--read-timeout", &seconds.to_string()]);
         }
         let mut child = command.spawn().expect("start the Python client");
         let stdout = child.stdout.take().expect("stdout");
@@ -1039,4 +1054,42 @@ async fn a_session_era_cancellation_voids_the_approval() {
     );
     let record = held_record(&gw, &id).await;
     assert_eq!(record["approval"]["outcome"], "voided", "{record}");
+}
+
+#[tokio::test]
+async fn a_held_call_outlasts_the_sdks_http_read_timeout_in_both_eras() {
+    // The SDK gives up on a response when nothing arrives for its read timeout (5 minutes by
+    // default; 1 s here). A held call sends keep-alives (or progress) more often than that.
+    let a = admins();
+    let gw = approval_gateway(&a, "");
+    gw.wait_ready(&["echo"]).await;
+    for (mode, progress) in [("legacy", false), (V2026, false), (V2026, true)] {
+        let mut requester = Requester::call_with(
+            &gw,
+            mode,
+            "echo.add",
+            &json!({ "a": 3, "b": 4 }),
+            progress,
+            Some(1),
+        );
+        let held = pending(&gw, &a.carol.token, 1).await.remove(0);
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        let body = json!({ "arguments_sha256": held["arguments_sha256"] });
+        let path = format!("/v1/approvals/{}/approve", held["id"].as_str().expect("id"));
+        let approved = admin_request(
+            &gw,
+            reqwest::Method::POST,
+            &path,
+            Some(&a.carol.token),
+            Some(&body),
+            &[],
+        )
+        .await;
+        assert_eq!(approved.status, 200, "{mode}: {}", approved.body);
+        let outcome = requester.outcome();
+        assert_eq!(
+            outcome["result"]["structuredContent"]["sum"], 7.0,
+            "{mode} {progress}: {outcome}"
+        );
+    }
 }

@@ -315,6 +315,10 @@ impl Approvals {
         self.timeout
     }
 
+    pub fn progress_interval(&self) -> Duration {
+        self.progress_interval
+    }
+
     /// Whether a held call could be decided at all (an admin API is configured); without one,
     /// a call that needs approval fails at once instead of being held.
     pub fn decidable(&self) -> bool {

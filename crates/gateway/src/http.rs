@@ -873,7 +873,12 @@ async fn answer(
         });
         // Dropping the body (the client went away) aborts the request task, which cancels the
         // upstream call (or voids a pending approval), and frees the stream slot.
-        return Ok(sse_answer(rx, slot, AbortOnDropHandle::new(task)));
+        return Ok(sse_answer(
+            rx,
+            slot,
+            AbortOnDropHandle::new(task),
+            KEEP_ALIVE,
+        ));
     }
     if accepts_sse && gw.approvals.decidable() && MAY_BE_HELD.contains(&request.method.as_str()) {
         return Ok(json_unless_held(gw, caller, request).await);
@@ -900,22 +905,28 @@ fn json_answer(gw: &Gateway, version: ProtocolVersion, response: RpcResponse) ->
     reply
 }
 
-/// An SSE answer: what `rx` receives (notifications, then the response). The stream slot and
-/// `task` (the request running) are held until the stream ends or is dropped.
-fn sse_answer<H: Send + 'static>(rx: Inbox<Value>, slot: Slot, task: H) -> Response {
+/// An SSE answer: what `rx` receives (notifications, then the response), with a keep-alive
+/// comment when idle for `keep_alive`. The stream slot and `task` (the request running) are
+/// held until the stream ends or is dropped.
+fn sse_answer<H: Send + 'static>(
+    rx: Inbox<Value>,
+    slot: Slot,
+    task: H,
+    keep_alive: Duration,
+) -> Response {
     let stream =
         rx.map(|v| Ok::<_, Infallible>(Event::default().event("message").data(v.to_string())));
-    let mut response = hold_until_sent(sse(stream), (slot, task));
+    let mut response = hold_until_sent(sse_every(stream, keep_alive), (slot, task));
     response.extensions_mut().insert(AnswerStreams);
     response
 }
 
 /// A call that a policy may hold for a person's approval: answered with JSON if it completes
-/// without being held. Once held, the answer becomes an SSE stream (keep-alives, then the
-/// response): a person may take minutes, longer than clients wait for a response head (the
-/// Python SDK's HTTP read timeout is 5 minutes), and a dropped stream tells the gateway at
-/// once that the client went away, which voids the approval. Without a free stream slot the
-/// answer stays JSON.
+/// without being held. Once held, the answer becomes an SSE stream (keep-alives every
+/// `approvals.progress_interval`, then the response): a person may take minutes, longer than
+/// clients wait for a response head (the Python SDK's HTTP read timeout is 5 minutes), and a
+/// closed connection is noticed at the next keep-alive at the latest, which voids the
+/// approval. Without a free stream slot the answer stays JSON.
 async fn json_unless_held(gw: &Arc<Gateway>, mut caller: Caller, request: RpcRequest) -> Response {
     let held = Arc::new(tokio::sync::Notify::new());
     caller.on_hold = Some(held.clone());
@@ -939,7 +950,10 @@ async fn json_unless_held(gw: &Arc<Gateway>, mut caller: Caller, request: RpcReq
         let response = call.await;
         let _ = tx.send_always(response.to_value());
     });
-    sse_answer(rx, slot, AbortOnDropHandle::new(task))
+    // Keep-alives as often as progress would come: clients with a short read timeout keep
+    // reading, and a client that went away is noticed (and its approval voided) soon.
+    let keep_alive = gw.approvals.progress_interval().min(KEEP_ALIVE);
+    sse_answer(rx, slot, AbortOnDropHandle::new(task), keep_alive)
 }
 
 fn json_reply(version: ProtocolVersion, body: Value, error_code: Option<i64>) -> Response {
@@ -962,8 +976,18 @@ fn sse<S>(stream: S) -> Response
 where
     S: futures::Stream<Item = Result<Event, Infallible>> + Send + 'static,
 {
+    sse_every(stream, KEEP_ALIVE)
+}
+
+/// How often an idle SSE stream carries a comment, so proxies and clients see it is alive.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+fn sse_every<S>(stream: S, keep_alive: Duration) -> Response
+where
+    S: futures::Stream<Item = Result<Event, Infallible>> + Send + 'static,
+{
     let mut response = Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .keep_alive(KeepAlive::new().interval(keep_alive))
         .into_response();
     response
         .headers_mut()

@@ -211,8 +211,7 @@ async fn serve_request(
     match (&request.method, segments.as_slice()) {
         (&Method::GET, ["v1", "approvals"]) => {
             record.method = Some("approvals/list".into());
-            let list: Vec<Value> = approvals.list().iter().map(|c| c.to_json(false)).collect();
-            Ok((StatusCode::OK, json!({ "approvals": list })))
+            Ok((StatusCode::OK, json!({ "approvals": approvals.list() })))
         }
         (&Method::GET, ["v1", "approvals", id]) => {
             record.method = Some("approvals/show".into());

@@ -36,7 +36,7 @@ use micromcp_audit::{ApprovalNote, ApprovalOutcome, AuditRecord};
 use micromcp_auth::Principal;
 use micromcp_config::ApprovalSettings;
 use micromcp_protocol::{ErrorObject, error_codes};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
@@ -325,15 +325,28 @@ impl Approvals {
         self.decidable
     }
 
-    /// The approval-hold stage of the request path: registers the call, waits for a decision
-    /// and notes the approval in the request's audit record. `Ok` means approved: forward it.
+    /// The approval-hold stage of the request path: registers the call (`method` on the public
+    /// name `tool` with `params`), waits for a decision and notes the approval in the request's
+    /// audit record, whose `rule` names the permitting policy. `Ok` means approved: forward it.
     pub(crate) async fn hold(
         &self,
         caller: &Caller,
-        call: HeldCall,
-        progress_token: Option<&Value>,
+        method: &str,
+        tool: &str,
+        params: &Map<String, Value>,
         record: &mut AuditRecord,
     ) -> Result<(), Failure> {
+        let call = HeldCall {
+            method: method.to_owned(),
+            tool: tool.to_owned(),
+            arguments: params
+                .get("arguments")
+                .cloned()
+                .unwrap_or_else(|| json!({})),
+            requester: Requester::of(&caller.principal),
+            policies: record.rule.iter().cloned().collect(),
+        };
+        let progress_token = params.get("_meta").and_then(|m| m.get("progressToken"));
         let ticket = self.register(call).map_err(|refused| {
             // No approval exists: the hold stage itself is what decided.
             let rule = match refused {
@@ -545,15 +558,13 @@ impl Approvals {
         Ok(pending.call)
     }
 
-    /// The pending calls, oldest first.
-    pub fn list(&self) -> Vec<PendingCall> {
-        let mut calls: Vec<PendingCall> = lock(&self.state)
-            .pending
-            .values()
-            .map(|p| p.call.clone())
-            .collect();
+    /// The pending calls, oldest first, as JSON without their arguments (which may be large;
+    /// [`Approvals::get`] has them).
+    pub fn list(&self) -> Vec<Value> {
+        let state = lock(&self.state);
+        let mut calls: Vec<&PendingCall> = state.pending.values().map(|p| &p.call).collect();
         calls.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
-        calls
+        calls.into_iter().map(|c| c.to_json(false)).collect()
     }
 
     /// One pending call, or how it settled.

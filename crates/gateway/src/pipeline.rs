@@ -34,7 +34,6 @@ use micromcp_protocol::{
 use micromcp_upstream::{UpstreamError, scrub_error};
 use serde_json::{Map, Value, json};
 
-use crate::approvals::{HeldCall, Requester};
 use crate::federation::ListKind;
 use crate::session::{Session, lock};
 use crate::{Gateway, ServiceHandle, normalize};
@@ -326,18 +325,9 @@ impl Gateway {
         // Approval hold: a permit that asks for a person's approval waits for one here;
         // nothing reaches the service unless it is approved, with these very arguments.
         if obligations.approval {
-            let held = HeldCall {
-                method: request.method.clone(),
-                tool: public.to_owned(),
-                arguments: params
-                    .get("arguments")
-                    .cloned()
-                    .unwrap_or_else(|| json!({})),
-                requester: Requester::of(&caller.principal),
-                policies: record.rule.iter().cloned().collect(),
-            };
-            let progress_token = params.get("_meta").and_then(|m| m.get("progressToken"));
-            let hold = self.approvals.hold(caller, held, progress_token, record);
+            let hold = self
+                .approvals
+                .hold(caller, &request.method, public, params, record);
             unless_cancelled(caller, &request.id, hold).await?;
         }
         let upstream_id = Value::from(upstream_id);

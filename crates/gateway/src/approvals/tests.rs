@@ -407,3 +407,31 @@ fn reasons_are_trimmed_bounded_and_free_of_control_characters() {
     assert!(clean_reason(Some(&"x".repeat(MAX_REASON_CHARS + 1))).is_err());
     assert!(clean_reason(Some(&"é".repeat(MAX_REASON_CHARS))).is_ok());
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_list_is_oldest_first_and_leaves_out_the_arguments() {
+    let approvals = store();
+    let (first, _a) = held(&approvals, call_by("alice", refund())).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    std::thread::sleep(Duration::from_millis(5)); // `created` is wall-clock time
+    let (second, _b) = held(
+        &approvals,
+        call_by("bob", json!({ "big": "x".repeat(1000) })),
+    )
+    .await;
+    let list = approvals.list();
+    let ids: Vec<&str> = list.iter().filter_map(|c| c["id"].as_str()).collect();
+    assert_eq!(ids, [first.as_str(), second.as_str()]);
+    assert!(
+        list.iter().all(|c| c.get("arguments").is_none()),
+        "{list:#?}"
+    );
+    assert_eq!(list[1]["requester"]["user"], "bob");
+    assert_eq!(list[0]["policies"], json!(["refunds-over-100"]));
+    assert_eq!(
+        approvals.get(&second).expect("pending").arguments["big"]
+            .as_str()
+            .map(str::len),
+        Some(1000)
+    );
+}

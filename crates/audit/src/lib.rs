@@ -236,7 +236,7 @@ impl AuditLog {
     }
 
     /// Size and keyed hash of a JSON value (e.g. tool arguments).
-    pub fn digest(&self, value: &serde_json::Value) -> ArgumentDigest {
+    pub fn digest(&self, value: &impl serde::Serialize) -> ArgumentDigest {
         let bytes = serde_json::to_vec(value).unwrap_or_default();
         ArgumentDigest {
             bytes: bytes.len(),

@@ -1,6 +1,7 @@
 //! The `micromcp` command: the gateway, the built-in services, and tools for operators.
 
 mod approvals;
+mod policy_cmd;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -66,6 +67,45 @@ enum Command {
         target: approvals::Target,
         #[command(subcommand)]
         command: approvals::Command,
+    },
+    /// Policy tools: check policies against the services' tools, explain a decision, run
+    /// policy tests (docs/policy.md).
+    Policy {
+        #[command(subcommand)]
+        command: Box<PolicyCommand>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Check the config's policies against the live catalog (starts the services to read their
+    /// tools). Exit code 0 valid, 1 invalid, 2 bad config.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Print the Cedar schema generated from the services' tools.
+        #[arg(long)]
+        schema: bool,
+    },
+    /// Show the decision for one request and the policies that made it. Exit code 0 allowed
+    /// (possibly with approval), 1 denied.
+    Explain {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[command(flatten)]
+        who: Box<policy_cmd::Who>,
+        #[command(flatten)]
+        what: Box<policy_cmd::What>,
+        /// The tool's arguments, a JSON object.
+        #[arg(long)]
+        args: Option<String>,
+    },
+    /// Run table-driven policy tests (a TOML file of [[case]]s: request → expected decision).
+    Test {
+        file: PathBuf,
+        /// The gateway config (default: `config` named in the test file).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -203,6 +243,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             auth_check(&config, token).await
         }
         Command::Approvals { target, command } => approvals::run(target, command).await,
+        Command::Policy { command } => {
+            init_logging("warn");
+            match *command {
+                PolicyCommand::Check { config, schema } => policy_cmd::check(&config, schema).await,
+                PolicyCommand::Explain {
+                    config,
+                    who,
+                    what,
+                    args,
+                } => policy_cmd::explain(&config, &who, &what, args.as_deref()).await,
+                PolicyCommand::Test { file, config } => {
+                    policy_cmd::test(&file, config.as_deref()).await
+                }
+            }
+        }
     }
 }
 
@@ -364,7 +419,45 @@ async fn gateway(config_path: &Path, stdio: bool) -> anyhow::Result<ExitCode> {
     };
     let keys = signing_keys(&config)?;
     let admin_addr = config.admin.as_ref().map(|a| a.addr);
-    let gateway = Gateway::start(config, Box::new(authn), audit, self_exe, keys);
+    let policy = match micromcp_policy::PolicyEngine::new(&config) {
+        Ok(engine) => std::sync::Arc::new(engine),
+        Err(errors) => {
+            eprintln!("invalid policies:\n  {}", errors.join("\n  "));
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let gateway = Gateway::start(
+        config,
+        Box::new(authn),
+        policy.clone(),
+        audit,
+        self_exe,
+        keys,
+    );
+    if policy.has_policy_files() {
+        // Policies are checked against the live catalog: a policy that names a tool or an
+        // argument that does not exist stops the start.
+        gateway.load_catalog().await;
+        if let Err(errors) = policy.check() {
+            eprintln!(
+                "invalid policies (checked against the services' tools):\n  {}",
+                errors.join("\n  ")
+            );
+            gateway.shutdown().await;
+            return Ok(ExitCode::from(2));
+        }
+        tracing::info!(
+            "policies {} checked against the services' tools",
+            policy.digest()
+        );
+    } else {
+        let gateway = gateway.clone();
+        tokio::spawn(async move { gateway.load_catalog().await });
+    }
+    reload_on_sighup(tls.clone(), gateway.clone())?;
+    tokio::spawn(micromcp_gateway::policy_reload::watch_policies(
+        std::sync::Arc::downgrade(&gateway),
+    ));
     // The admin API (approvals) on its own listener, started before clients can connect.
     let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     if let Some(addr) = admin_addr {
@@ -401,7 +494,6 @@ async fn gateway(config_path: &Path, stdio: bool) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot listen on {listen_addr}"))?;
         let addr = listener.local_addr()?;
         if let Some(tls) = &tls {
-            reload_certificate_on_sighup(tls.clone())?;
             tokio::spawn(tls.clone().watch());
             tracing::info!(
                 "TLS certificate SHA-256 {}; reloaded on SIGHUP or when its files change",
@@ -502,10 +594,12 @@ fn materialize_generated_tokens(config: &Config) -> anyhow::Result<HashMap<PathB
     Ok(generated)
 }
 
-/// SIGHUP reloads the TLS certificate and key (it no longer stops the process). The handler is
-/// installed before the listener is announced, so a SIGHUP sent after that never kills it.
-fn reload_certificate_on_sighup(
-    tls: std::sync::Arc<micromcp_gateway::tls::ServerTls>,
+/// SIGHUP reloads the policies and the TLS certificate and key (it no longer stops the
+/// process). The handler is installed before the listener is announced, so a SIGHUP sent after
+/// that never kills it.
+fn reload_on_sighup(
+    tls: Option<std::sync::Arc<micromcp_gateway::tls::ServerTls>>,
+    gateway: std::sync::Arc<Gateway>,
 ) -> anyhow::Result<()> {
     #[cfg(unix)]
     {
@@ -514,14 +608,23 @@ fn reload_certificate_on_sighup(
             signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
         tokio::spawn(async move {
             while hangup.recv().await.is_some() {
-                tracing::info!("SIGHUP: reloading the TLS certificate and key");
                 let tls = tls.clone();
-                let _ = tokio::task::spawn_blocking(move || tls.reload()).await;
+                let gateway = gateway.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    if let Some(tls) = tls {
+                        tracing::info!("SIGHUP: reloading the TLS certificate and key");
+                        tls.reload();
+                    }
+                    if gateway.policy().has_policy_files() {
+                        gateway.reload_policies("SIGHUP");
+                    }
+                })
+                .await;
             }
         });
     }
     #[cfg(not(unix))]
-    let _ = tls;
+    let _ = (tls, gateway);
     Ok(())
 }
 

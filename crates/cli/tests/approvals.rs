@@ -356,9 +356,14 @@ async fn without_an_admin_listener_there_is_no_admin_api() {
 // ---------------------------------------------------------------------------------------------
 // Held calls, end to end: the requester is the official Python SDK, the approver the CLI.
 
-/// The policy of the end-to-end tests: alice may use echo; `echo.add` needs an approval.
+/// The policy of the end-to-end tests: alice may use echo (a grant); `echo.add` needs an
+/// approval (`fixtures/approvals.cedar`, a permit with `@approval("required")`).
 fn policy() -> String {
-    ECHO.to_owned()
+    let cedar = workspace().join("crates/cli/tests/fixtures/approvals.cedar");
+    format!(
+        "[policy]\nfiles = [{:?}]\n{ECHO}",
+        cedar.to_str().expect("UTF-8 path")
+    )
 }
 
 /// A gateway whose `echo.add` calls are held for approval.
@@ -710,8 +715,13 @@ async fn a_denied_call_fails_with_the_approvers_reason_and_the_webhook_announced
     let record = held_record(&gw, &id).await;
     assert_eq!(record["decision"], "deny", "{record}");
     assert_eq!(
-        record["rule"], held["policies"][0],
-        "the policy that permitted the call if approved"
+        held["policies"],
+        json!(["grants[0]", "sums-need-approval"]),
+        "the permits that allowed the call (one asks for approval)"
+    );
+    assert_eq!(
+        record["rule"], "grants[0], sums-need-approval",
+        "the policies that permitted the call if approved"
     );
     assert_eq!(record["approval"]["outcome"], "denied");
     assert_eq!(record["approval"]["approver"], "carol");

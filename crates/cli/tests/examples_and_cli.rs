@@ -33,6 +33,46 @@ fn every_example_config_validates() {
     );
 }
 
+/// The example policies pass their own tests, as an operator would run them in CI, and a broken
+/// expectation makes the command fail (the runner can fail).
+#[test]
+fn the_example_policies_pass_their_policy_tests() {
+    let tests = workspace().join("examples/policies/tests.toml");
+    let out = Command::new(BIN)
+        .args(["policy", "test"])
+        .arg(&tests)
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains(" 0 failed"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wrong = dir.path().join("wrong.toml");
+    let text = std::fs::read_to_string(&tests)
+        .expect("read")
+        .replace(
+            "config = \"../support.toml\"",
+            &format!("config = {:?}", workspace().join("examples/support.toml")),
+        )
+        .replacen("expect = \"approval\"", "expect = \"allow\"", 1);
+    std::fs::write(&wrong, text).expect("write");
+    let out = Command::new(BIN)
+        .args(["policy", "test"])
+        .arg(&wrong)
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("FAIL  a large refund needs a second person: expected allow, got approval"),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn config_check_reports_every_problem_at_once_with_key_paths() {
     let dir = tempfile::tempdir().expect("tempdir");

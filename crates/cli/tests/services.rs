@@ -315,7 +315,9 @@ args = ["--docs", {docs_dir}, "--state-dir", "globex-state", "--tenant", "globex
     let out = search_when_indexed(&mut bob, "globex-kb.search", body).await;
     assert_eq!(result_paths(&out), ["globex/forecast.md"], "{out}");
 
-    // A client claiming another tenant in _meta or arguments gains nothing.
+    // A client claiming another tenant in arguments gains nothing: the tool does not declare
+    // such an argument, so the gateway refuses the call before it reaches the policy or the
+    // service (the policy sees exactly what is forwarded, docs/policy.md).
     let reply = alice
         .call_2026(
             "tools/call",
@@ -325,8 +327,14 @@ args = ["--docs", {docs_dir}, "--state-dir", "globex-state", "--tenant", "globex
             }),
         )
         .await;
-    let result = reply.result();
-    assert_eq!(result["isError"], true, "{}", reply.body);
+    assert_eq!(reply.body["error"]["code"], -32602, "{}", reply.body);
+    assert!(
+        reply.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("arguments.tenant")),
+        "{}",
+        reply.body
+    );
     let reply = alice
         .call_2026(
             "tools/call",

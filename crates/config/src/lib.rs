@@ -96,6 +96,9 @@ pub struct Config {
     pub stdio: Option<Identity>,
     pub grants: Vec<Grant>,
     pub scope_rules: Vec<ScopeRule>,
+    /// `[policy] files`: Cedar policy files, or folders whose `*.cedar` files are read
+    /// (docs/policy.md). Empty: only the grants decide.
+    pub policy_files: Vec<PathBuf>,
     pub audit: AuditSettings,
     /// How the gateway signs the caller's identity for services.
     pub identity: GatewayIdentity,

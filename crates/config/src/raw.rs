@@ -192,6 +192,8 @@ pub struct RawConfig {
     pub stdio: Option<RawIdentity>,
     pub grants: Vec<(String, RawGrant)>,
     pub scope_rules: Vec<(String, RawScopeRule)>,
+    /// `[policy] files`: Cedar policy files (or folders of them).
+    pub policy_files: Vec<String>,
     pub identity: RawGatewayIdentity,
     pub audit: RawAudit,
     /// `Some` when the file has an `[admin]` table.
@@ -263,6 +265,8 @@ pub fn parse(text: &str) -> (RawConfig, Vec<ConfigError>) {
     let mut policy = table_of(table.remove("policy"), "policy", &mut errors);
     raw.grants = entries(policy.remove("grants"), "policy.grants", &mut errors);
     raw.scope_rules = entries(policy.remove("scopes"), "policy.scopes", &mut errors);
+    raw.policy_files =
+        section(policy.remove("files"), "policy.files", &mut errors).unwrap_or_default();
     for other in policy.keys() {
         errors.push(err(&format!("policy.{other}"), "unknown key"));
     }

@@ -180,6 +180,21 @@ pub fn validate(raw: RawConfig, base_dir: &Path, errors: &mut Vec<ConfigError>) 
             }
         })
         .collect();
+    let policy_files = raw
+        .policy_files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let file = base_dir.join(f);
+            if !file.exists() {
+                e.push(
+                    format!("policy.files[{i}]"),
+                    format!("{} does not exist", file.display()),
+                );
+            }
+            file
+        })
+        .collect();
     let identity_settings = gateway_identity(&raw, auth.resource.as_ref(), base_dir, &mut e);
 
     let audit = AuditSettings {
@@ -219,6 +234,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path, errors: &mut Vec<ConfigError>) 
         stdio,
         grants,
         scope_rules,
+        policy_files,
         audit,
         identity: identity_settings,
         admin,

@@ -326,25 +326,29 @@ impl Approvals {
     }
 
     /// The approval-hold stage of the request path: registers the call (`method` on the public
-    /// name `tool` with `params`), waits for a decision and notes the approval in the request's
-    /// audit record, whose `rule` names the permitting policy. `Ok` means approved: forward it.
+    /// name `tool` with `params`, permitted by `policies`), waits for a decision and notes the
+    /// approval in the request's audit record (whose `rule` stays the permitting policies).
+    /// `Ok` means approved: forward it.
     pub(crate) async fn hold(
         &self,
         caller: &Caller,
         method: &str,
         tool: &str,
         params: &Map<String, Value>,
+        policies: &[String],
         record: &mut AuditRecord,
     ) -> Result<(), Failure> {
+        // The very object the policy saw (a resource read has no arguments).
+        let arguments = match params.get("arguments") {
+            Some(Value::Object(a)) if method != "resources/read" => Value::Object(a.clone()),
+            _ => json!({}),
+        };
         let call = HeldCall {
             method: method.to_owned(),
             tool: tool.to_owned(),
-            arguments: params
-                .get("arguments")
-                .cloned()
-                .unwrap_or_else(|| json!({})),
+            arguments,
             requester: Requester::of(&caller.principal),
-            policies: record.rule.iter().cloned().collect(),
+            policies: policies.to_vec(),
         };
         let progress_token = params.get("_meta").and_then(|m| m.get("progressToken"));
         let ticket = self.register(call).map_err(|refused| {
@@ -355,10 +359,10 @@ impl Approvals {
                 HoldRefused::NoRandomness => "approval-error",
             };
             record.rule = Some(rule.into());
-            Failure::Denied {
-                rule: rule.into(),
-                error: ErrorObject::new(error_codes::SERVER_ERROR, refused.to_string()),
-            }
+            Failure::Denied(Box::new(ErrorObject::new(
+                error_codes::SERVER_ERROR,
+                refused.to_string(),
+            )))
         })?;
         let id = ticket.id.clone();
         // What the record says if the request ends while held (the client went away): the
@@ -386,13 +390,12 @@ impl Approvals {
             approver: None,
             reason: None,
         });
-        let refused = |outcome: &str, message: String| Failure::Denied {
-            rule: format!("approval-{outcome}"),
-            error: ErrorObject {
+        let refused = |outcome: &str, message: String| {
+            Failure::Denied(Box::new(ErrorObject {
                 code: error_codes::SERVER_ERROR,
                 message,
                 data: Some(json!({ "approval": id, "outcome": outcome })),
-            },
+            }))
         };
         match resolution {
             Resolution::Approved { approver, reason } => {

@@ -164,6 +164,10 @@ pub(crate) async fn route_events(gateway: Weak<Gateway>, mut rx: Inbox<UpstreamE
             "notifications/tools/list_changed"
             | "notifications/prompts/list_changed"
             | "notifications/resources/list_changed" => {
+                if event.method == "notifications/tools/list_changed" {
+                    // The policies type calls by the tools as they are now.
+                    gateway.tools_changed(&event.service);
+                }
                 let notification = json!({ "jsonrpc": "2.0", "method": event.method });
                 for session in gateway.sessions.all() {
                     session.send(notification.clone());

@@ -19,7 +19,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use micromcp_auth::Principal;
-use micromcp_policy::{Action, Kind};
+use micromcp_policy::{Action, Authorizer, Kind};
 use micromcp_protocol::names::Namer;
 use micromcp_protocol::text;
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
@@ -170,6 +170,17 @@ fn binding(principal: &Principal, list: ListKind) -> Vec<u8> {
 }
 
 impl Gateway {
+    /// The service and the service's own name for a public tool/prompt name or resource URI
+    /// (for `micromcp policy explain`).
+    pub fn resolve<'p>(&self, kind: Kind, public: &'p str) -> Option<(&str, &'p str)> {
+        let route = if kind == Kind::Resource {
+            self.route_uri(public)
+        } else {
+            self.route_name(public)
+        };
+        route.map(|(s, name)| (s.name.as_str(), name))
+    }
+
     /// Routes a public tool or prompt name to its service and upstream name.
     /// Names with whitespace or hidden characters are never listed, so they never route.
     pub(crate) fn route_name<'p>(&self, public: &'p str) -> Option<(&ServiceHandle, &'p str)> {
@@ -301,11 +312,19 @@ impl Gateway {
                     kind: list.kind,
                     service: &service.name,
                     name: &id,
+                    arguments: None,
                 };
-                // Granted items are listed even when the token lacks a scope they need: a
-                // token with it can call them (step-up); calling without gets 403.
-                let decision = self.authz.authorize(&caller.principal, action);
-                if !decision.allowed && decision.missing_scopes.is_none() {
+                // Listed when some arguments could be allowed (and when only a scope is
+                // missing: a token with it can call them, step-up; calling without gets 403).
+                let listed = (list.kind == Kind::Tool)
+                    .then(|| micromcp_policy::ToolEntry::from_listed(&item))
+                    .flatten();
+                if !self.authz.may_list(
+                    &caller.principal,
+                    action,
+                    listed.as_ref(),
+                    &caller.policy_context(None),
+                ) {
                     continue;
                 }
                 item.insert(list.id.into(), self.public_id(service, list, &id).into());
@@ -322,7 +341,7 @@ impl Gateway {
                 .cursors
                 .seal(&next, &caller.principal, list)
                 .ok_or_else(|| {
-                    Failure::Client(ErrorObject::new(
+                    Failure::client(ErrorObject::new(
                         error_codes::INTERNAL_ERROR,
                         "the list continues, but no cursor could be sealed",
                     ))

@@ -410,6 +410,10 @@ async fn post(
     rpc_method: &mut Option<String>,
 ) -> Result<Response, Refusal> {
     let (parts, body) = request.into_parts();
+    let client_ip = parts
+        .extensions
+        .get::<crate::listener::ClientAddr>()
+        .map(|a| a.0);
     let headers = parts.headers;
     // Exactly one Content-Type, and JSON: with two, parsers down the line could disagree.
     let json_type = single_header(&headers, "content-type")
@@ -465,6 +469,7 @@ async fn post(
             notify: None,
             client_capabilities: Some(capabilities),
             on_hold: None,
+            client_ip,
         };
         return Ok(match message {
             Message::Request(r) if r.method == "subscriptions/listen" => listen(gw, caller, r)?,
@@ -504,6 +509,7 @@ async fn post(
         notify: None,
         client_capabilities: None,
         on_hold: None,
+        client_ip,
     };
     Ok(match message {
         Message::Request(r) => answer(gw, caller, r, accepts_sse).await?,
@@ -834,6 +840,7 @@ async fn initialize(
         notify: None,
         client_capabilities: None,
         on_hold: None,
+        client_ip: None,
     };
     let response = gw.handle(&caller, request).await;
     let mut http = axum::Json(response.to_value()).into_response();
@@ -1070,6 +1077,7 @@ fn get_stream(
         notify: None,
         client_capabilities: None,
         on_hold: None,
+        client_ip: None,
     };
     gw.audit_allowed(&caller, "GET /mcp (notification stream)");
     let stream =
@@ -1091,6 +1099,7 @@ async fn delete(
         notify: None,
         client_capabilities: None,
         on_hold: None,
+        client_ip: None,
     };
     if let Some(session) = gw.sessions.remove(&session.id, principal) {
         gw.release_subscriptions(&session).await;

@@ -22,6 +22,7 @@
 pub mod admin;
 pub mod approvals;
 mod authority;
+pub mod catalog;
 pub mod events;
 pub mod federation;
 pub mod http;
@@ -32,6 +33,7 @@ pub mod oauth;
 pub mod outbox;
 pub mod output;
 pub mod pipeline;
+pub mod policy_reload;
 pub mod session;
 pub mod stdio;
 pub mod tls;
@@ -48,7 +50,7 @@ use micromcp_auth::Authenticator;
 use micromcp_config::Config;
 use micromcp_identity::jwt::Issuer;
 use micromcp_identity::keys::KeySet;
-use micromcp_policy::{Allowlist, Authorizer};
+use micromcp_policy::PolicyEngine;
 use micromcp_protocol::names::Namer;
 use micromcp_upstream::Upstream;
 
@@ -72,7 +74,9 @@ pub struct Gateway {
     pub(crate) namer: Namer,
     pub(crate) services: BTreeMap<String, ServiceHandle>,
     pub(crate) authn: Box<dyn Authenticator>,
-    pub(crate) authz: Box<dyn Authorizer>,
+    /// The authorization stage ([`micromcp_policy::Authorizer`]), with the live catalog.
+    pub(crate) authz: Arc<PolicyEngine>,
+    pub(crate) refreshes: catalog::Refreshes,
     pub(crate) audit: AuditLog,
     pub(crate) sessions: session::Sessions,
     pub(crate) limits: limits::Limits,
@@ -98,6 +102,7 @@ impl Gateway {
     pub fn start(
         config: Config,
         authn: Box<dyn Authenticator>,
+        authz: Arc<PolicyEngine>,
         audit: AuditLog,
         self_exe: PathBuf,
         keys: KeySet,
@@ -144,11 +149,8 @@ impl Gateway {
         let _ = getrandom::fill(&mut instance);
         let gateway = Arc::new(Gateway {
             namer: Namer::new(config.gateway.separator.clone()),
-            authz: Box::new(Allowlist::new(
-                config.grants.clone(),
-                config.scope_rules.clone(),
-                config.gateway.separator.clone(),
-            )),
+            authz,
+            refreshes: catalog::Refreshes::default(),
             sessions: session::Sessions::new(
                 config.gateway.max_sessions,
                 config.gateway.max_sessions_per_principal,
@@ -180,6 +182,11 @@ impl Gateway {
         self.stdio.get().cloned()
     }
 
+    /// The policy engine (reloads, `policy explain`).
+    pub fn policy(&self) -> &Arc<PolicyEngine> {
+        &self.authz
+    }
+
     pub fn config(&self) -> &Config {
         &self.config
     }
@@ -190,7 +197,7 @@ impl Gateway {
     }
 
     /// A gateway-unique id for the audit record of one request.
-    pub(crate) fn next_request_id(&self) -> String {
+    pub fn next_request_id(&self) -> String {
         format!(
             "{}-{}",
             self.instance,

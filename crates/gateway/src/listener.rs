@@ -114,8 +114,8 @@ pub async fn serve(
             permit,
         };
         match &acceptor {
-            None => tokio::spawn(connection.serve(tcp, None)),
-            Some(acceptor) => tokio::spawn(connection.serve_tls(acceptor.clone(), tcp)),
+            None => tokio::spawn(connection.serve(tcp, peer.ip(), None)),
+            Some(acceptor) => tokio::spawn(connection.serve_tls(acceptor.clone(), tcp, peer.ip())),
         };
     }
     drop(listener);
@@ -137,7 +137,12 @@ impl Connection {
     /// The TLS handshake, then HTTP/1.1. The handshake must finish within
     /// `listen.header_timeout` (the connection holds a slot meanwhile, and counts as waiting
     /// for a request, so it is also the first to be closed to make room).
-    async fn serve_tls(self, acceptor: tokio_rustls::TlsAcceptor, tcp: TcpStream) {
+    async fn serve_tls(
+        self,
+        acceptor: tokio_rustls::TlsAcceptor,
+        tcp: TcpStream,
+        peer: std::net::IpAddr,
+    ) {
         let activity = self.permit.activity.clone();
         let timeout = self.gateway.config.listen.header_timeout;
         let handshake = tokio::select! {
@@ -180,13 +185,17 @@ impl Connection {
                 return;
             }
         };
-        self.serve(stream, certificate).await;
+        self.serve(stream, peer, certificate).await;
     }
 
     /// Serves HTTP/1.1 on `io` until the client closes, the connection is chosen to make room,
     /// or the gateway shuts down (after the request in progress).
-    async fn serve<I>(self, io: I, certificate: Option<Arc<ClientCertificate>>)
-    where
+    async fn serve<I>(
+        self,
+        io: I,
+        peer: std::net::IpAddr,
+        certificate: Option<Arc<ClientCertificate>>,
+    ) where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let Connection {
@@ -200,6 +209,7 @@ impl Connection {
         let service = TowerToHyperService::new(Tracked {
             router,
             activity: activity.clone(),
+            peer,
             certificate,
         });
         let connection = http1.serve_connection(TokioIo::new(io), service);
@@ -293,6 +303,7 @@ pub(crate) struct Activity {
 struct Tracked {
     router: axum::Router,
     activity: Arc<Activity>,
+    peer: std::net::IpAddr,
     certificate: Option<Arc<ClientCertificate>>,
 }
 
@@ -314,6 +325,10 @@ impl Drop for Busy {
     }
 }
 
+/// The client's address, on every request of its connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub std::net::IpAddr);
+
 impl tower_service::Service<hyper::Request<Incoming>> for Tracked {
     type Response = axum::response::Response;
     type Error = Infallible;
@@ -325,6 +340,7 @@ impl tower_service::Service<hyper::Request<Incoming>> for Tracked {
 
     fn call(&mut self, mut request: hyper::Request<Incoming>) -> Self::Future {
         request.extensions_mut().insert(self.activity.clone());
+        request.extensions_mut().insert(ClientAddr(self.peer));
         if let Some(certificate) = &self.certificate {
             request.extensions_mut().insert(certificate.clone());
         }

@@ -6,8 +6,12 @@
 //!
 //! 1. route: the public name (`<service>.<tool>`, `<service>+<uri>`) picks a service;
 //!    unknown names and denied names get the same answer, so names cannot be probed;
-//! 2. validate input: params must have the shape the method needs;
-//! 3. authorize: the [`micromcp_policy::Authorizer`] decides, default deny, naming its rule;
+//! 2. validate input: params must have the shape the method needs; a tool call's arguments are
+//!    typed by the tool's `inputSchema` from the live catalog ([`crate::catalog`]) — parsed
+//!    once, the same object is forwarded — and refused if they do not fit;
+//! 3. authorize: the [`micromcp_policy::Authorizer`] (Cedar, docs/policy.md) decides on the
+//!    caller, the target and the arguments; default deny, forbid wins, errors deny; the
+//!    decision names the policies that made it;
 //! 4. approval hold: a permit that asks for a person's approval waits for one
 //!    ([`crate::approvals`]); denied, expired or abandoned, the call never reaches the service;
 //! 5. forward: with the gateway's own request id, a timeout, and only the `_meta` the gateway
@@ -26,7 +30,9 @@ use std::time::Instant;
 
 use micromcp_audit::{AuditRecord, Decision};
 use micromcp_auth::Principal;
-use micromcp_policy::{Action, Kind, Obligations};
+use micromcp_policy::{
+    Action, Authorizer, Decision as PolicyDecision, Kind, Refused, RequestContext,
+};
 use micromcp_protocol::era::supported_versions;
 use micromcp_protocol::{
     Era, ErrorObject, Notification, ProtocolVersion, Request, RequestId, Response, error_codes,
@@ -53,15 +59,30 @@ pub struct Caller {
     /// Told when the request starts waiting for an approval (the HTTP transport then turns
     /// a JSON answer into a stream, which keeps the client reading while a person decides).
     pub on_hold: Option<Arc<tokio::sync::Notify>>,
+    /// The client's address (HTTP), for policies.
+    pub client_ip: Option<std::net::IpAddr>,
+}
+
+impl Caller {
+    /// What policies know about this request besides the caller and the target.
+    pub fn policy_context<'a>(&'a self, session: Option<&'a str>) -> RequestContext<'a> {
+        RequestContext {
+            transport: self.transport,
+            protocol_version: self.version.as_str(),
+            client_ip: self.client_ip,
+            session,
+            now: std::time::SystemTime::now(),
+        }
+    }
 }
 
 /// Why a request did not succeed, tagged with where the failure came from.
 #[derive(Debug)]
 pub enum Failure {
     /// The request is wrong (bad params, unknown method).
-    Client(ErrorObject),
+    Client(Box<ErrorObject>),
     /// Policy refused it.
-    Denied { rule: String, error: ErrorObject },
+    Denied(Box<ErrorObject>),
     /// The service failed, timed out or is unavailable.
     Upstream(UpstreamError),
     /// The client cancelled it.
@@ -69,14 +90,18 @@ pub enum Failure {
 }
 
 impl Failure {
+    pub fn client(error: ErrorObject) -> Self {
+        Failure::Client(Box::new(error))
+    }
+
     pub fn invalid_params(message: impl Into<String>) -> Self {
-        Failure::Client(ErrorObject::new(error_codes::INVALID_PARAMS, message))
+        Failure::client(ErrorObject::new(error_codes::INVALID_PARAMS, message))
     }
 
     fn error(&self) -> ErrorObject {
         match self {
-            Failure::Client(e) | Failure::Denied { error: e, .. } => e.clone(),
-            Failure::Upstream(UpstreamError::Rpc { error, .. }) => scrub_error(error.clone()),
+            Failure::Client(e) | Failure::Denied(e) => (**e).clone(),
+            Failure::Upstream(UpstreamError::Rpc { error, .. }) => scrub_error((**error).clone()),
             Failure::Upstream(e) => ErrorObject::new(error_codes::SERVER_ERROR, e.to_string()),
             Failure::Cancelled => ErrorObject::new(error_codes::SERVER_ERROR, "request cancelled"),
         }
@@ -128,7 +153,7 @@ impl Gateway {
             .await
             .and_then(|result| {
                 normalize::result_for_client(caller.version, &request.method, result)
-                    .map_err(Failure::Client)
+                    .map_err(Failure::client)
             });
         let response = match outcome {
             Ok(result) => {
@@ -139,7 +164,7 @@ impl Gateway {
             Err(failure) => {
                 let error = normalize::error_for_client(caller.version, failure.error());
                 record.decision = Some(match failure {
-                    Failure::Denied { .. } => Decision::Deny,
+                    Failure::Denied(_) => Decision::Deny,
                     _ => Decision::Error,
                 });
                 record.reason = Some(match &failure {
@@ -247,7 +272,7 @@ impl Gateway {
         let params = request.params.as_ref();
         let method = request.method.as_str();
         if caller.version.era() == Era::Stateless && REMOVED_IN_2026.contains(&method) {
-            return Err(Failure::Client(ErrorObject::new(
+            return Err(Failure::client(ErrorObject::new(
                 error_codes::METHOD_NOT_FOUND,
                 format!(
                     "method not found: {method:?} does not exist in protocol version {}",
@@ -282,7 +307,7 @@ impl Gateway {
                 self.subscription(caller, request, record).await
             }
             "completion/complete" => self.complete(caller, request, record).await,
-            _ => Err(Failure::Client(ErrorObject::new(
+            _ => Err(Failure::client(ErrorObject::new(
                 error_codes::METHOD_NOT_FOUND,
                 format!(
                     "method not found: {:?}",
@@ -310,24 +335,34 @@ impl Gateway {
             .get(key)
             .and_then(Value::as_str)
             .ok_or_else(|| Failure::invalid_params(format!("params.{key} must be a string")))?;
-        if kind != Kind::Resource
-            && let Some(arguments) = params.get("arguments")
-        {
-            if !arguments.is_object() {
+        let arguments = match params.get("arguments") {
+            Some(_) if kind == Kind::Resource => None,
+            None => None,
+            Some(Value::Object(arguments)) => {
+                record.arguments = Some(self.audit.digest(arguments));
+                Some(arguments)
+            }
+            Some(_) => {
                 return Err(Failure::invalid_params(
                     "params.arguments must be an object",
                 ));
             }
-            record.arguments = Some(self.audit.digest(arguments));
-        }
-        let (service, upstream_id, obligations) =
-            self.authorized_target(caller, kind, public, record)?;
+        };
+        // The arguments the policy sees are these, parsed once; they are forwarded unchanged.
+        let (service, upstream_id, permit) = self
+            .authorized_target(caller, kind, public, arguments, record)
+            .await?;
         // Approval hold: a permit that asks for a person's approval waits for one here;
         // nothing reaches the service unless it is approved, with these very arguments.
-        if obligations.approval {
-            let hold = self
-                .approvals
-                .hold(caller, &request.method, public, params, record);
+        if permit.obligations.approval {
+            let hold = self.approvals.hold(
+                caller,
+                &request.method,
+                public,
+                params,
+                &permit.policies,
+                record,
+            );
             unless_cancelled(caller, &request.id, hold).await?;
         }
         let upstream_id = Value::from(upstream_id);
@@ -350,15 +385,17 @@ impl Gateway {
         Ok(self.publish_result(service, &request.method, result))
     }
 
-    /// Route and authorize a public name or URI; records target, service and rule. Returns
-    /// what the permit obliges the later stages to do.
-    fn authorized_target<'p>(
+    /// Route and authorize a public name or URI (with a tool call's arguments); records
+    /// target, service and the policies that decided. Returns the permit, whose obligations
+    /// the later stages follow.
+    async fn authorized_target<'p>(
         &self,
         caller: &Caller,
         kind: Kind,
         public: &'p str,
+        arguments: Option<&Map<String, Value>>,
         record: &mut AuditRecord,
-    ) -> Result<(&ServiceHandle, &'p str, Obligations), Failure> {
+    ) -> Result<(&ServiceHandle, &'p str, PolicyDecision), Failure> {
         record.target = Some(public.chars().take(512).collect());
         let route = if kind == Kind::Resource {
             self.route_uri(public)
@@ -367,30 +404,61 @@ impl Gateway {
         };
         let Some((service, upstream_id)) = route else {
             record.rule = Some("no-route".into());
-            return Err(Failure::Client(not_available(kind, public)));
+            return Err(Failure::client(not_available(kind, public)));
         };
         record.service = Some(service.name.clone());
-        let decision = self.authz.authorize(
-            &caller.principal,
-            Action {
-                kind,
-                service: &service.name,
-                name: upstream_id,
-            },
-        );
+        let action = Action {
+            kind,
+            service: &service.name,
+            name: upstream_id,
+            arguments,
+        };
+        let context = caller.policy_context(record.session.as_deref());
+        let mut outcome = self.authz.authorize(&caller.principal, action, &context);
+        if outcome == Err(Refused::NotInCatalog) {
+            match self
+                .refresh_catalog_on_miss(service, &caller.principal)
+                .await
+            {
+                Ok(true) => outcome = self.authz.authorize(&caller.principal, action, &context),
+                Ok(false) => {}
+                // The service cannot be asked: say so to a caller who may use the tool;
+                // to anyone else it stays unknown.
+                Err(e) => {
+                    if self
+                        .authz
+                        .may_list(&caller.principal, action, None, &context)
+                    {
+                        record.rule = Some("not-in-catalog".into());
+                        return Err(Failure::Upstream(e));
+                    }
+                }
+            }
+        }
+        let decision = match outcome {
+            Ok(decision) => decision,
+            Err(Refused::NotInCatalog) => {
+                record.rule = Some("not-in-catalog".into());
+                return Err(Failure::client(not_available(kind, public)));
+            }
+            Err(Refused::Arguments(e)) => {
+                record.rule = Some("arguments".into());
+                return Err(Failure::invalid_params(e.to_string()));
+            }
+        };
         record.rule = Some(decision.rule.clone());
+        if !decision.errors.is_empty() {
+            tracing::error!(target: "micromcp::policy", "policy evaluation failed, the request is denied: {}", decision.errors.join("; "));
+        }
         if !decision.allowed {
             // Granted but for a scope: say which (step-up); otherwise unknown and denied look alike.
             let error = match &decision.missing_scopes {
                 Some(scopes) => crate::oauth::insufficient_scope_error(scopes),
                 None => not_available(kind, public),
             };
-            return Err(Failure::Denied {
-                rule: decision.rule,
-                error,
-            });
+            return Err(Failure::Denied(Box::new(error)));
         }
-        Ok((service, upstream_id, decision.obligations))
+        Ok((service, upstream_id, decision))
     }
 
     /// Sends a request upstream with the gateway's `_meta`, a timeout and client cancellation.
@@ -465,9 +533,11 @@ impl Gateway {
             .as_ref()
             .ok_or_else(|| Failure::invalid_params("subscriptions need a session"))?;
         // A subscription reads nothing (each read is authorized, and held if need be, itself).
-        let (service, uri, _) = self.authorized_target(caller, Kind::Resource, public, record)?;
+        let (service, uri, _) = self
+            .authorized_target(caller, Kind::Resource, public, None, record)
+            .await?;
         if service.upstream.is_stateless() {
-            return Err(Failure::Client(ErrorObject::new(
+            return Err(Failure::client(ErrorObject::new(
                 error_codes::METHOD_NOT_FOUND,
                 format!(
                     "service {:?} speaks protocol version 2026-07-28, which has no per-resource subscriptions",
@@ -481,7 +551,7 @@ impl Gateway {
                 subscriptions.remove(public)
             } else if session.is_closed() {
                 // Its subscriptions were (or are being) released; one added now never would be.
-                return Err(Failure::Client(ErrorObject::new(
+                return Err(Failure::client(ErrorObject::new(
                     error_codes::INVALID_REQUEST,
                     "the session has ended; send initialize to start a new one",
                 )));
@@ -602,7 +672,9 @@ impl Gateway {
             .and_then(Value::as_str)
             .ok_or_else(|| Failure::invalid_params(format!("params.ref.{key} must be a string")))?;
         // Completing an argument runs nothing: an approval obligation waits for the call itself.
-        let (service, upstream_id, _) = self.authorized_target(caller, kind, public, record)?;
+        let (service, upstream_id, _) = self
+            .authorized_target(caller, kind, public, None, record)
+            .await?;
         let mut reference = reference.clone();
         reference.insert(key.into(), upstream_id.into());
         let mut upstream_params = params.clone();

@@ -203,6 +203,7 @@ fn caller_for(
         notify: None,
         client_capabilities: None,
         on_hold: None,
+        client_ip: None,
     };
     if method == "initialize" {
         let version = crate::pipeline::initialize_version(params)?;
@@ -228,6 +229,7 @@ fn caller_for(
     Ok(Caller {
         version,
         client_capabilities: Some(capabilities),
+        client_ip: None,
         ..base
     })
 }

@@ -4,8 +4,8 @@
 //! Some tools exist only to provoke the gateway: `slow` (progress + cancellation), `fail`
 //! (tool errors), `env` (proves the child's environment was cleared), `exit` (crash
 //! supervision) and `confirm` (a 2026-07-28 multi round-trip request: the tool answers
-//! `input_required` and finishes when the call is retried with the user's answer). None of
-//! them reads files or the network.
+//! `input_required` and finishes when the call is retried with the user's answer). `refund` is
+//! a pretend risky action for the policy examples. None of them reads files or the network.
 
 use std::{
     collections::BTreeSet,
@@ -88,6 +88,8 @@ struct Echo {
     /// Resource URIs clients subscribed to. Only remembered: the resources never change,
     /// so there is never an update to send.
     subscriptions: Arc<Mutex<BTreeSet<String>>>,
+    /// Numbers the demo refunds.
+    refunds: Arc<AtomicU64>,
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -117,6 +119,26 @@ struct SlowArgs {
     seconds: f64,
     /// How many equal steps to sleep in; progress is reported after each. Default 5.
     steps: Option<u32>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[schemars(crate = "rmcp::schemars")]
+struct RefundArgs {
+    /// The order to refund.
+    order: String,
+    /// The amount to refund, in `currency`.
+    amount: f64,
+    /// ISO 4217 currency code, such as "EUR".
+    currency: String,
+}
+
+#[derive(Serialize, JsonSchema)]
+#[schemars(crate = "rmcp::schemars")]
+struct RefundOutput {
+    refund_id: String,
+    order: String,
+    amount: f64,
+    currency: String,
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -154,6 +176,7 @@ impl Echo {
             tool_router: Self::tool_router(),
             prompt_router: Self::prompt_router(),
             subscriptions: Arc::default(),
+            refunds: Arc::default(),
         }
     }
 
@@ -168,6 +191,19 @@ impl Echo {
     async fn add(&self, Parameters(args): Parameters<AddArgs>) -> Json<AddOutput> {
         Json(AddOutput {
             sum: args.a + args.b,
+        })
+    }
+
+    /// Demo of a risky action for policy examples: "refunds" `amount` of `order` (nothing real
+    /// happens) and returns a refund id. See examples/policies/.
+    #[tool(annotations(destructive_hint = true, idempotent_hint = false))]
+    async fn refund(&self, Parameters(args): Parameters<RefundArgs>) -> Json<RefundOutput> {
+        let n = self.refunds.fetch_add(1, Ordering::Relaxed) + 1;
+        Json(RefundOutput {
+            refund_id: format!("R-{n}"),
+            order: args.order,
+            amount: args.amount,
+            currency: args.currency,
         })
     }
 

@@ -424,7 +424,7 @@ impl HttpUpstream {
             Message::Response(r) if r.id.as_u64() == Some(id) => {
                 Ok(Some(r.outcome.map_err(|error| UpstreamError::Rpc {
                     service: self.name.clone(),
-                    error,
+                    error: Box::new(error),
                 })))
             }
             Message::Response(r) => {

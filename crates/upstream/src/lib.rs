@@ -43,7 +43,11 @@ pub enum UpstreamError {
     Timeout { service: String, timeout: Duration },
     /// The upstream answered with a JSON-RPC error.
     #[error("service {service:?} returned an error: {}", .error.message)]
-    Rpc { service: String, error: ErrorObject },
+    /// (Boxed: JSON-RPC errors are large, and every `Result` of an upstream call carries this.)
+    Rpc {
+        service: String,
+        error: Box<ErrorObject>,
+    },
     #[error("service {service:?} sent an invalid response ({reason})")]
     Protocol { service: String, reason: String },
 }

@@ -213,7 +213,7 @@ async fn call(
     guard.conn = None;
     reply.map_err(|error| UpstreamError::Rpc {
         service: service.to_owned(),
-        error,
+        error: Box::new(error),
     })
 }
 

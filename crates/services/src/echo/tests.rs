@@ -32,7 +32,7 @@ async fn legacy_session_covers_the_protocol_surface() {
     assert_eq!(
         names,
         [
-            "add", "confirm", "echo", "env", "exit", "fail", "now", "slow"
+            "add", "confirm", "echo", "env", "exit", "fail", "now", "refund", "slow"
         ]
     );
     let echo = tools["tools"]

@@ -39,6 +39,7 @@ async fn session_era_client_sees_namespaced_tools_of_every_service_and_calls_the
         "echo.exit",
         "echo.fail",
         "echo.now",
+        "echo.refund",
         "echo.slow",
         "second.add",
         "second.echo",
@@ -263,7 +264,7 @@ protocol = "2026-07-28"
         );
     }
     let list = s.call_2026("tools/list", json!({})).await;
-    assert_eq!(tool_names(&list).len(), 16);
+    assert_eq!(tool_names(&list).len(), 18);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -31,7 +31,9 @@ const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 /// refresh running (and whether another was asked for meanwhile).
 #[derive(Default)]
 pub(crate) struct Refreshes {
-    misses: Mutex<HashMap<String, Instant>>,
+    /// Per service: when a miss last refreshed it; held while that refresh runs, so concurrent
+    /// misses wait for it instead of each asking the service.
+    misses: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Instant>>>>>,
     running: Mutex<HashMap<String, bool>>,
     /// Every service was asked once: from now on a catalog change that breaks the policies
     /// is worth a warning (before, the catalog is simply incomplete).
@@ -56,6 +58,10 @@ impl Gateway {
         {
             return Ok(());
         }
+        service
+            .upstream
+            .wait_started(crate::federation::STARTUP_WAIT)
+            .await;
         let mut tools = Vec::new();
         let mut cursor: Option<String> = None;
         for _ in 0..MAX_PAGES {
@@ -118,26 +124,24 @@ impl Gateway {
         Ok(())
     }
 
-    /// Refreshes the catalog after a miss, unless it was refreshed for a miss just now
-    /// (`Ok(false)`); the service's error if it could not be asked.
+    /// Refreshes the catalog after a miss (the caller then looks again). Concurrent misses
+    /// share one refresh; a miss right after one (within [`REFRESH_INTERVAL`]) does not ask the
+    /// service again. The service's error if it could not be asked.
     pub(crate) async fn refresh_catalog_on_miss(
         &self,
         service: &ServiceHandle,
         caller: &Principal,
-    ) -> Result<bool, UpstreamError> {
-        {
-            let mut last = lock(&self.refreshes.misses);
-            let now = Instant::now();
-            if last
-                .get(&service.name)
-                .is_some_and(|t| now.duration_since(*t) < REFRESH_INTERVAL)
-            {
-                return Ok(false);
-            }
-            last.insert(service.name.clone(), now);
+    ) -> Result<(), UpstreamError> {
+        let slot = lock(&self.refreshes.misses)
+            .entry(service.name.clone())
+            .or_default()
+            .clone();
+        let mut last = slot.lock().await;
+        if last.is_some_and(|t| t.elapsed() < REFRESH_INTERVAL) {
+            return Ok(());
         }
-        self.refresh_catalog(service, Some(caller), true).await?;
-        Ok(true)
+        *last = Some(Instant::now());
+        self.refresh_catalog(service, Some(caller), true).await
     }
 
     /// Refreshes `service`'s catalog after it said its tools changed. A flood of such

@@ -420,8 +420,7 @@ impl Gateway {
                 .refresh_catalog_on_miss(service, &caller.principal)
                 .await
             {
-                Ok(true) => outcome = self.authz.authorize(&caller.principal, action, &context),
-                Ok(false) => {}
+                Ok(()) => outcome = self.authz.authorize(&caller.principal, action, &context),
                 // The service cannot be asked: say so to a caller who may use the tool;
                 // to anyone else it stays unknown.
                 Err(e) => {

@@ -20,7 +20,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use cedar_policy::RestrictedExpression;
+use cedar_policy::{EvalResult, RestrictedExpression};
 use serde_json::{Map, Value, json};
 
 /// Nesting beyond this in an `inputSchema` is unseen (upstream schemas are untrusted input).
@@ -109,6 +109,19 @@ impl Record {
         arguments: &Map<String, Value>,
     ) -> Result<RestrictedExpression, ArgumentError> {
         self.convert_at(arguments, &mut String::new())
+    }
+
+    /// Whether `seen` (what [`Record::convert`] made of `arguments`) holds exactly the
+    /// arguments' values, read back from Cedar: every typed argument with its value, nothing
+    /// else. The fuzz target and the tests check this for every conversion.
+    pub fn seen_equals(&self, arguments: &Map<String, Value>, seen: &RestrictedExpression) -> bool {
+        let Ok(context) = cedar_policy::Context::from_pairs([("a".to_owned(), seen.clone())])
+        else {
+            return false;
+        };
+        context
+            .get("a")
+            .is_some_and(|seen| record_equals(self, arguments, &seen))
     }
 
     fn convert_at(
@@ -205,6 +218,62 @@ impl ArgType {
             ArgType::Record(_) => "an object",
         }
     }
+}
+
+fn record_equals(record: &Record, object: &Map<String, Value>, seen: &EvalResult) -> bool {
+    let EvalResult::Record(seen) = seen else {
+        return false;
+    };
+    let mut expected = 0;
+    for (name, value) in object {
+        let Some(Field { ty: Some(ty), .. }) = record.fields.get(name) else {
+            continue;
+        };
+        if value.is_null() {
+            continue;
+        }
+        expected += 1;
+        if !seen.get(name).is_some_and(|s| value_equals(ty, value, s)) {
+            return false;
+        }
+    }
+    seen.iter().count() == expected
+}
+
+fn value_equals(ty: &ArgType, value: &Value, seen: &EvalResult) -> bool {
+    match (ty, value, seen) {
+        (ArgType::String, Value::String(a), EvalResult::String(b)) => a == b,
+        (ArgType::Bool, Value::Bool(a), EvalResult::Bool(b)) => a == b,
+        (ArgType::Long, Value::Number(a), EvalResult::Long(b)) => a.as_i64() == Some(*b),
+        (ArgType::Decimal, Value::Number(a), EvalResult::ExtensionValue(b)) => {
+            decimal_text(a).and_then(|t| ten_thousandths(&t)) == ten_thousandths(b)
+        }
+        (ArgType::Set(element), Value::Array(items), EvalResult::Set(set)) => {
+            // A set: every item is in it, and it holds nothing else.
+            items
+                .iter()
+                .all(|item| set.iter().any(|s| value_equals(element, item, s)))
+                && set
+                    .iter()
+                    .all(|s| items.iter().any(|item| value_equals(element, item, s)))
+        }
+        (ArgType::Record(record), Value::Object(object), seen) => {
+            record_equals(record, object, seen)
+        }
+        _ => false,
+    }
+}
+
+/// A decimal's text (`12.5`, or Cedar's `decimal("12.5000")`) as ten-thousandths.
+fn ten_thousandths(text: &str) -> Option<i64> {
+    let text = text
+        .trim_start_matches("decimal(\"")
+        .trim_end_matches("\")");
+    let (whole, fraction) = text.split_once('.')?;
+    if fraction.len() > 4 {
+        return None;
+    }
+    format!("{whole}{fraction:0<4}").parse().ok()
 }
 
 fn push_member(path: &mut String, name: &str) {

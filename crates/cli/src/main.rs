@@ -465,9 +465,18 @@ async fn gateway(config_path: &Path, stdio: bool) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("cannot listen on {addr} (admin.addr)"))?;
         eprintln!("micromcp: admin API on http://{}", listener.local_addr()?);
+        let tokens = ApiTokens::new(
+            gateway
+                .config()
+                .admin
+                .as_ref()
+                .map_or(&[][..], |a| &a.tokens),
+            &generated,
+        );
         tokio::spawn(micromcp_gateway::admin::serve(
             gateway.clone(),
             listener,
+            tokens,
             async move {
                 let _ = admin_stopped.await;
             },
@@ -571,10 +580,19 @@ fn fit_connections_to_file_limit(config: &mut Config) {
     }
 }
 
-/// Creates the tokens of `hash = "generate:<file>"` entries on first start and shows each once.
+/// Creates the tokens of `hash = "generate:<file>"` entries (of `[[auth.tokens]]` and
+/// `[[admin.tokens]]`) on first start and shows each once.
 fn materialize_generated_tokens(config: &Config) -> anyhow::Result<HashMap<PathBuf, [u8; 32]>> {
     let mut generated = HashMap::new();
-    for entry in &config.tokens {
+    let mcp = config.tokens.iter().map(|t| (t, "a token", "/mcp"));
+    let admin = config.admin.iter().flat_map(|a| &a.tokens).map(|t| {
+        (
+            t,
+            "an admin token",
+            "the admin API (micromcp approvals reads it from MICROMCP_ADMIN_TOKEN)",
+        )
+    });
+    for (entry, what, use_on) in mcp.chain(admin) {
         let TokenHash::Generate(path) = &entry.hash else {
             continue;
         };
@@ -582,7 +600,7 @@ fn materialize_generated_tokens(config: &Config) -> anyhow::Result<HashMap<PathB
             .with_context(|| format!("cannot create or read {}", path.display()))?;
         if let Some(token) = new_token {
             eprintln!(
-                "\n  micromcp: created a token for principal {:?} (shown once; only its hash is kept in {}):\n\n      {token}\n\n  Connect with the header  Authorization: Bearer {token}\n  Lost it? Delete that file and restart to get a new one.\n",
+                "\n  micromcp: created {what} for principal {:?} (shown once; only its hash is kept in {}):\n\n      {token}\n\n  Use it on {use_on} with the header  Authorization: Bearer {token}\n  Lost it? Delete that file and restart to get a new one.\n",
                 entry.identity.principal,
                 path.display()
             );

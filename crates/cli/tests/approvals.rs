@@ -1103,3 +1103,42 @@ async fn a_held_call_outlasts_the_sdks_http_read_timeout_in_both_eras() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_generated_admin_token_is_printed_once_and_works_only_on_the_admin_api() {
+    let gw = Gateway::start(&format!(
+        "{ECHO}\n[admin]\naddr = \"127.0.0.1:0\"\n\n[[admin.tokens]]\nprincipal = \"carol\"\nroles = [\"approver\"]\nhash = \"generate:carol.sha256\"\n"
+    ));
+    let stderr = gw.stderr_text();
+    let announced = stderr
+        .lines()
+        .position(|l| l.contains("created an admin token for principal \"carol\""))
+        .unwrap_or_else(|| panic!("no generated admin token announced:\n{stderr}"));
+    let token = stderr
+        .lines()
+        .skip(announced + 1)
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .expect("the token line")
+        .to_owned();
+    assert!(token.starts_with("mmcp_"), "{token}");
+    let stored = std::fs::read_to_string(gw.path("carol.sha256")).expect("hash file");
+    assert!(stored.starts_with("sha256:") && !stored.contains(&token));
+    let listed = admin_request(
+        &gw,
+        reqwest::Method::GET,
+        "/v1/approvals",
+        Some(&token),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    let mut on_mcp = gw.client(&token);
+    let refused = on_mcp.call("tools/list", json!({})).await;
+    assert_eq!(
+        refused.status, 401,
+        "an admin token on /mcp: {}",
+        refused.body
+    );
+}

@@ -320,20 +320,12 @@ fn admin(
             }
         }
         let hash_path = format!("{path}.hash");
-        let hash = if t.hash.starts_with("generate:") {
-            e.push(
-                &hash_path,
-                "admin tokens are never generated: use a hash from `micromcp token new`",
-            );
-            None
-        } else {
-            token_hash(&t.hash, base_dir, &hash_path, e)
-        };
+        let hash = token_hash(&t.hash, base_dir, &hash_path, e);
         if let Some(hash) = &hash {
             if mcp_tokens.iter().any(|m| m.hash == *hash) {
                 e.push(
                     &hash_path,
-                    "the same token is in [[auth.tokens]]: an admin token must be a credential of its own (it works only on the admin listener)",
+                    "the same token (or generated token file) is in [[auth.tokens]]: an admin token must be a credential of its own (it works only on the admin listener)",
                 );
             } else if tokens.iter().any(|other| other.hash == *hash) {
                 e.push(

@@ -81,8 +81,9 @@ fn admin_token_problems_are_all_reported_with_their_key_paths() {
     let errors = check(&format!(
         "[admin]\nagent = \"x\"\n\
          [[admin.tokens]]\nprincipal = \"carol\"\nroles = [\"approver\", \"root\"]\nhash = \"{HASH_A}\"\n\
-         [[admin.tokens]]\nprincipal = \"dave\"\nhash = \"generate:x\"\n\
-         [[admin.tokens]]\nprincipal = \"erin\"\nroles = [\"approver\"]\nhash = \"nothex\"\nagent = \"bot\"\n"
+         [[admin.tokens]]\nprincipal = \"dave\"\nhash = \"{HASH_B}\"\n\
+         [[admin.tokens]]\nprincipal = \"erin\"\nroles = [\"approver\"]\nhash = \"nothex\"\nagent = \"bot\"\n\
+         [[admin.tokens]]\nprincipal = \"frank\"\nroles = [\"approver\"]\nhash = \"{HASH_B}\"\n"
     ))
     .unwrap_err();
     assert_eq!(
@@ -92,10 +93,10 @@ fn admin_token_problems_are_all_reported_with_their_key_paths() {
             "admin.agent",
             "admin.tokens[0].hash",
             "admin.tokens[0].roles[1]",
-            "admin.tokens[1].hash",
             "admin.tokens[1].roles",
             "admin.tokens[2].agent",
             "admin.tokens[2].hash",
+            "admin.tokens[3].hash",
         ],
         "{errors:#?}"
     );
@@ -106,6 +107,31 @@ fn admin_token_problems_are_all_reported_with_their_key_paths() {
     assert!(reused.message.contains("[[auth.tokens]]"), "{reused}");
     let errors = check("[admin]\naddr = \"127.0.0.1:8081\"\n").unwrap_err();
     assert_eq!(paths(&errors), ["admin.tokens"]);
+}
+
+#[test]
+fn an_admin_token_may_be_generated_on_first_start_but_not_share_a_file_with_an_mcp_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = |mcp: &str, admin: &str| {
+        Config::from_toml(
+            &format!(
+                "[[auth.tokens]]\nprincipal = \"alice\"\nhash = \"generate:{mcp}\"\n\
+                 [admin]\naddr = \"127.0.0.1:8081\"\n\
+                 [[admin.tokens]]\nprincipal = \"carol\"\nroles = [\"approver\"]\nhash = \"generate:{admin}\"\n"
+            ),
+            dir.path(),
+        )
+    };
+    let admin = config("alice.sha256", "carol.sha256")
+        .expect("valid")
+        .admin
+        .expect("admin");
+    assert_eq!(
+        admin.tokens[0].hash,
+        TokenHash::Generate(dir.path().join("carol.sha256"))
+    );
+    let errors = config("same.sha256", "same.sha256").unwrap_err();
+    assert_eq!(paths(&errors), ["admin.tokens[0].hash"]);
 }
 
 #[test]

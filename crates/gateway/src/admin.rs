@@ -20,7 +20,6 @@
 //! Bounds: [`MAX_CONNECTIONS`] connections, request heads within [`HEADER_TIMEOUT`] and at
 //! most 16 KiB, bodies at most [`MAX_BODY_BYTES`] within [`HEADER_TIMEOUT`].
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -58,18 +57,14 @@ struct Admin {
     addr: SocketAddr,
 }
 
-/// Serves the admin API on `listener` until `shutdown` resolves.
+/// Serves the admin API on `listener` until `shutdown` resolves; `tokens` are the
+/// `[[admin.tokens]]` (the only credentials it accepts).
 pub async fn serve(
     gateway: Arc<Gateway>,
     listener: TcpListener,
+    tokens: ApiTokens,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let tokens = gateway
-        .config
-        .admin
-        .as_ref()
-        .map(|a| ApiTokens::new(&a.tokens, &HashMap::new()))
-        .unwrap_or_default();
     let admin = Arc::new(Admin {
         gateway,
         tokens,

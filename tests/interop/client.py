@@ -2,14 +2,16 @@
 
 usage:
   client.py URL [--token T] --mode legacy|auto|2026-07-28 [--list-tools] [--list-resources]
-            [--call NAME [--args JSON]]...
+            [--call NAME [--args JSON]]... [--keep-errors]
   client.py --stdio [--env K=V]... --mode M [checks...] -- CMD ARGS...
 
 Prints one JSON object on stdout with what it observed:
   {"protocol_version": ..., "server_info": {...}|null, "tools": [names], "resources": [uris],
    "resource_pages": n, "calls": [{"name": ..., "is_error": bool, "result": {...}}]}
 Exits 1 (traceback on stderr) on any exception, including a connection refused with 401.
-A tool result with isError is reported in "calls", not as a failure.
+A tool result with isError is reported in "calls", not as a failure. With --keep-errors, a call
+answered with a JSON-RPC error is reported too, as {"name": ..., "error": {"code", "message"}},
+and the next calls are still made.
 """
 
 import argparse
@@ -19,7 +21,7 @@ import sys
 import traceback
 
 import httpx2
-from mcp import Client
+from mcp import Client, MCPError
 from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
@@ -54,6 +56,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--list-resources", action="store_true")
     p.add_argument("--call", action=AddCall, metavar="NAME")
     p.add_argument("--args", action=SetArgs, metavar="JSON")
+    p.add_argument("--keep-errors", action="store_true", help="report JSON-RPC errors of calls")
     p.set_defaults(calls=[])
     a = p.parse_args(argv)
     a.cmd = cmd
@@ -89,7 +92,13 @@ async def run(a: argparse.Namespace, transport) -> dict:
             out["resources"], out["resource_pages"] = uris, pages
         out["calls"] = []
         for name, args in a.calls:
-            res = await client.call_tool(name, args)
+            try:
+                res = await client.call_tool(name, args)
+            except MCPError as e:
+                if not a.keep_errors:
+                    raise
+                out["calls"].append({"name": name, "error": {"code": e.code, "message": e.message}})
+                continue
             out["calls"].append(
                 {
                     "name": name,

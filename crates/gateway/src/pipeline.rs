@@ -442,6 +442,20 @@ impl Gateway {
             }
             Err(Refused::Arguments(e)) => {
                 record.rule = Some("arguments".into());
+                // What is wrong with the arguments (a missing required one, an undeclared
+                // one, a type) describes the tool: only a caller who could call it with
+                // some arguments is told. To anyone else it is as unknown as a tool that
+                // does not exist, or names and schemas could be probed through errors.
+                let listed = Action {
+                    arguments: None,
+                    ..action
+                };
+                if !self
+                    .authz
+                    .may_list(&caller.principal, listed, None, &context)
+                {
+                    return Err(Failure::Denied(Box::new(not_available(kind, public))));
+                }
                 return Err(Failure::invalid_params(e.to_string()));
             }
         };

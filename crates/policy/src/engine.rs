@@ -584,6 +584,11 @@ impl crate::Authorizer for PolicyEngine {
         let response =
             self.cedar
                 .is_authorized_partial(&request, &compiled.without_scopes, &entities);
+        // A policy that errors whatever the arguments are makes every call a denial (fail
+        // closed); Cedar skips it here, which would list a tool nobody can call.
+        if response.definitely_errored().next().is_some() {
+            return false;
+        }
         // `None`: it depends on the arguments, so some arguments may be allowed (a forbid
         // that holds whatever they are has already made it `Deny`).
         response.decision() != Some(CedarDecision::Deny)

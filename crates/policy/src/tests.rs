@@ -369,6 +369,37 @@ fn lists_show_what_some_arguments_allow() {
 }
 
 #[test]
+fn lists_hide_what_a_policy_error_denies_whatever_the_arguments() {
+    let overflow = r#"
+@id("reads") permit (principal, action in [Action::"fs.read_file", Action::"shop.refund"], resource);
+@id("always-overflows")
+forbid (principal, action == Action::"fs.read_file", resource)
+when { 9223372036854775807 + 1 > 0 };
+@id("overflows-for-one-order")
+forbid (principal, action == Action::"shop.refund", resource)
+when { context.arguments.order == "x" && 9223372036854775807 + 1 > 0 };
+"#;
+    let (engine, _dir) = engine_with(vec![], vec![], overflow);
+    let alice = principal("alice", None);
+    let read = call(&engine, &alice, "fs", "read_file", json!({"path": "/a"})).expect("typed");
+    assert_eq!(read.rule, "evaluation-error");
+    assert!(
+        !engine.may_list(&alice, tool("read_file"), None, &context()),
+        "no call can succeed, so it is not listed"
+    );
+    let refund = Action {
+        kind: Kind::Tool,
+        service: "shop",
+        name: "refund",
+        arguments: None,
+    };
+    assert!(
+        engine.may_list(&alice, refund, None, &context()),
+        "errors only for some arguments: other arguments are allowed"
+    );
+}
+
+#[test]
 fn grants_compile_to_cedar_with_the_same_meaning() {
     let mut by_role = grant("x", None, &["fs.*"]);
     by_role.principal = None;

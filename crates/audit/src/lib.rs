@@ -78,6 +78,40 @@ pub struct AuditRecord {
     pub latency_us: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub arguments: Option<ArgumentDigest>,
+    /// A call held for a human's approval (or an admin action on one): which approval, and
+    /// what became of it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalNote>,
+}
+
+/// The approval part of a record (`docs/approvals.md`).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ApprovalNote {
+    pub id: String,
+    /// What became of the approval; absent when the record only read it (admin `show`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<ApprovalOutcome>,
+    /// Who decided (an admin principal).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approver: Option<String>,
+    /// The approver's reason, as given (bounded, without control characters).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalOutcome {
+    /// An approver approved; the call went on.
+    Approved,
+    /// An approver denied; the call failed.
+    Denied,
+    /// Nobody decided within `approvals.timeout`; the call failed.
+    Expired,
+    /// The call ended before a decision (its client went away, or the gateway stopped).
+    Voided,
+    /// An admin action on the approval was refused (see `rule`); the approval is unchanged.
+    Refused,
 }
 
 /// What is recorded about request arguments instead of their values.

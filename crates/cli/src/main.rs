@@ -1,5 +1,6 @@
 //! The `micromcp` command: the gateway, the built-in services, and tools for operators.
 
+mod approvals;
 mod policy_cmd;
 
 use std::collections::HashMap;
@@ -58,6 +59,14 @@ enum Command {
     Auth {
         #[command(subcommand)]
         command: AuthCommand,
+    },
+    /// Review and decide calls held for a person's approval (through the gateway's admin API;
+    /// the admin token comes from MICROMCP_ADMIN_TOKEN).
+    Approvals {
+        #[command(flatten)]
+        target: approvals::Target,
+        #[command(subcommand)]
+        command: approvals::Command,
     },
     /// Policy tools: check policies against the services' tools, explain a decision, run
     /// policy tests (docs/policy.md).
@@ -233,6 +242,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             init_logging("warn");
             auth_check(&config, token).await
         }
+        Command::Approvals { target, command } => approvals::run(target, command).await,
         Command::Policy { command } => {
             init_logging("warn");
             match *command {
@@ -408,6 +418,7 @@ async fn gateway(config_path: &Path, stdio: bool) -> anyhow::Result<ExitCode> {
         _ => None,
     };
     let keys = signing_keys(&config)?;
+    let admin_addr = config.admin.as_ref().map(|a| a.addr);
     let policy = match micromcp_policy::PolicyEngine::new(&config) {
         Ok(engine) => std::sync::Arc::new(engine),
         Err(errors) => {
@@ -447,18 +458,44 @@ async fn gateway(config_path: &Path, stdio: bool) -> anyhow::Result<ExitCode> {
     tokio::spawn(micromcp_gateway::policy_reload::watch_policies(
         std::sync::Arc::downgrade(&gateway),
     ));
+    // The admin API (approvals) on its own listener, started before clients can connect.
+    let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let Some(addr) = admin_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (admin.addr)"))?;
+        eprintln!("micromcp: admin API on http://{}", listener.local_addr()?);
+        let tokens = ApiTokens::new(
+            gateway
+                .config()
+                .admin
+                .as_ref()
+                .map_or(&[][..], |a| &a.tokens),
+            &generated,
+        );
+        tokio::spawn(micromcp_gateway::admin::serve(
+            gateway.clone(),
+            listener,
+            tokens,
+            async move {
+                let _ = admin_stopped.await;
+            },
+        ));
+    } else if gateway.config().approvals.webhook.is_some() {
+        tracing::warn!(
+            "[approvals] webhook is set but there is no [admin]: calls that need approval fail at once"
+        );
+    }
 
     if stdio {
         let identity = stdio_identity
             .context("--stdio needs a [stdio] section naming the principal of the local client")?;
         let (input, output) = micromcp_services::stdio::streams();
-        micromcp_gateway::stdio::serve(
-            gateway.clone(),
-            &identity,
-            input,
-            output,
-            shutdown_signal(),
-        )
+        let stopping = gateway.clone();
+        micromcp_gateway::stdio::serve(gateway.clone(), &identity, input, output, async move {
+            shutdown_signal().await;
+            stopping.approvals().stop();
+        })
         .await?;
     } else {
         let listener = tokio::net::TcpListener::bind(listen_addr)
@@ -484,6 +521,8 @@ async fn gateway(config_path: &Path, stdio: bool) -> anyhow::Result<ExitCode> {
             },
         ));
         shutdown_signal().await;
+        // Held calls fail now with a clear error rather than at the end of the grace period.
+        gateway.approvals().stop();
         tracing::info!("shutting down: finishing in-flight requests (up to {grace:?})");
         let _ = stop_tx.send(());
         if tokio::time::timeout(grace, server).await.is_err() {
@@ -492,6 +531,7 @@ async fn gateway(config_path: &Path, stdio: bool) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    let _ = admin_stop.send(());
     gateway.shutdown().await;
     gateway.flush_audit().await;
     drop(gateway);
@@ -540,10 +580,19 @@ fn fit_connections_to_file_limit(config: &mut Config) {
     }
 }
 
-/// Creates the tokens of `hash = "generate:<file>"` entries on first start and shows each once.
+/// Creates the tokens of `hash = "generate:<file>"` entries (of `[[auth.tokens]]` and
+/// `[[admin.tokens]]`) on first start and shows each once.
 fn materialize_generated_tokens(config: &Config) -> anyhow::Result<HashMap<PathBuf, [u8; 32]>> {
     let mut generated = HashMap::new();
-    for entry in &config.tokens {
+    let mcp = config.tokens.iter().map(|t| (t, "a token", "/mcp"));
+    let admin = config.admin.iter().flat_map(|a| &a.tokens).map(|t| {
+        (
+            t,
+            "an admin token",
+            "the admin API (micromcp approvals reads it from MICROMCP_ADMIN_TOKEN)",
+        )
+    });
+    for (entry, what, use_on) in mcp.chain(admin) {
         let TokenHash::Generate(path) = &entry.hash else {
             continue;
         };
@@ -551,7 +600,7 @@ fn materialize_generated_tokens(config: &Config) -> anyhow::Result<HashMap<PathB
             .with_context(|| format!("cannot create or read {}", path.display()))?;
         if let Some(token) = new_token {
             eprintln!(
-                "\n  micromcp: created a token for principal {:?} (shown once; only its hash is kept in {}):\n\n      {token}\n\n  Connect with the header  Authorization: Bearer {token}\n  Lost it? Delete that file and restart to get a new one.\n",
+                "\n  micromcp: created {what} for principal {:?} (shown once; only its hash is kept in {}):\n\n      {token}\n\n  Use it on {use_on} with the header  Authorization: Bearer {token}\n  Lost it? Delete that file and restart to get a new one.\n",
                 entry.identity.principal,
                 path.display()
             );

@@ -37,6 +37,28 @@ pub fn is_loopback_url(url: &url::Url) -> bool {
     }
 }
 
+/// The `[admin] addr` of a config file, read without validating (or resolving the secrets of)
+/// the rest: `micromcp approvals --config FILE` runs as an approver, who need not hold the
+/// gateway's secrets.
+pub fn admin_addr(path: &Path) -> Result<SocketAddr, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        format!("{}: not valid TOML: {}", path.display(), e.message())
+    })?;
+    let addr = table
+        .get("admin")
+        .and_then(|a| a.get("addr"))
+        .and_then(toml::Value::as_str)
+        .ok_or_else(|| format!("{} has no [admin] addr", path.display()))?;
+    addr.parse().map_err(|_| {
+        format!(
+            "{}: admin.addr {addr:?} is not an IP:port address",
+            path.display()
+        )
+    })
+}
+
 /// One problem in a config file, with the key path it concerns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -80,7 +102,62 @@ pub struct Config {
     pub audit: AuditSettings,
     /// How the gateway signs the caller's identity for services.
     pub identity: GatewayIdentity,
+    /// `[admin]`: the admin API on its own listener; `None`: no admin listener.
+    pub admin: Option<Admin>,
+    /// `[approvals]`: how calls whose policy requires a human's approval are held.
+    pub approvals: ApprovalSettings,
     pub services: BTreeMap<String, Service>,
+}
+
+/// `[admin]`: the admin API listener and the only credentials it accepts.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    /// Loopback unless `allow_non_loopback = true`.
+    pub addr: SocketAddr,
+    /// `[[admin.tokens]]`: they authenticate on the admin listener only, never on `/mcp`
+    /// (and `[[auth.tokens]]` never here). Each has at least one of [`ADMIN_ROLES`].
+    pub tokens: Vec<TokenEntry>,
+}
+
+/// Roles an admin token may hold. `approver`: list, show, approve and deny held calls.
+pub const ADMIN_ROLES: [&str; 1] = ["approver"];
+
+/// `[approvals]`.
+#[derive(Debug, Clone)]
+pub struct ApprovalSettings {
+    /// How long a call waits for a decision before it fails (default 10 minutes).
+    pub timeout: Duration,
+    /// How often a waiting caller that asked for progress is told it is still waiting.
+    pub progress_interval: Duration,
+    /// Calls waiting for approval at once, all principals together.
+    pub max_pending: usize,
+    /// Calls waiting for approval at once for one principal (user).
+    pub max_pending_per_principal: usize,
+    /// Told about each new pending approval.
+    pub webhook: Option<Webhook>,
+}
+
+impl Default for ApprovalSettings {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(600),
+            progress_interval: Duration::from_secs(5),
+            max_pending: 1000,
+            max_pending_per_principal: 10,
+            webhook: None,
+        }
+    }
+}
+
+/// `[approvals] webhook = { … }`: a signed POST for each new pending approval.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    /// https, or http to a loopback address.
+    pub url: url::Url,
+    /// The HMAC-SHA256 key of the `X-Micromcp-Signature` header (given by reference only).
+    pub secret: Secret,
+    /// Send the call's arguments too (default: only their SHA-256).
+    pub include_arguments: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -128,6 +128,37 @@ pub struct RawGrant {
     pub resources: Option<Vec<String>>,
 }
 
+/// `[admin]` keys other than `[[admin.tokens]]`.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawAdmin {
+    pub addr: Option<String>,
+    pub allow_non_loopback: Option<bool>,
+}
+
+/// `[[admin.tokens]]`: who may use the admin API, and as what.
+#[derive(Debug, Deserialize)]
+pub struct RawAdminToken {
+    pub principal: String,
+    pub roles: Option<Vec<String>>,
+    pub hash: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawApprovals {
+    pub timeout: Option<String>,
+    pub progress_interval: Option<String>,
+    pub max_pending: Option<u64>,
+    pub max_pending_per_principal: Option<u64>,
+    pub webhook: Option<RawWebhook>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawWebhook {
+    pub url: String,
+    pub secret: String,
+    pub include_arguments: Option<bool>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 pub struct RawAudit {
     pub file: Option<String>,
@@ -165,12 +196,25 @@ pub struct RawConfig {
     pub policy_files: Vec<String>,
     pub identity: RawGatewayIdentity,
     pub audit: RawAudit,
+    /// `Some` when the file has an `[admin]` table.
+    pub admin: Option<RawAdmin>,
+    pub admin_tokens: Vec<(String, RawAdminToken)>,
+    pub approvals: RawApprovals,
     pub services: BTreeMap<String, RawService>,
     pub service_names: BTreeSet<String>,
 }
 
-const TOP_LEVEL_KEYS: [&str; 8] = [
-    "listen", "gateway", "auth", "stdio", "policy", "audit", "identity", "services",
+const TOP_LEVEL_KEYS: [&str; 10] = [
+    "listen",
+    "gateway",
+    "auth",
+    "stdio",
+    "policy",
+    "audit",
+    "identity",
+    "admin",
+    "approvals",
+    "services",
 ];
 
 pub fn parse(text: &str) -> (RawConfig, Vec<ConfigError>) {
@@ -209,6 +253,15 @@ pub fn parse(text: &str) -> (RawConfig, Vec<ConfigError>) {
         &mut errors,
     );
     raw.auth = section(Some(toml::Value::Table(auth)), "auth", &mut errors).unwrap_or_default();
+    if let Some(admin) = table.remove("admin") {
+        let mut admin = table_of(Some(admin), "admin", &mut errors);
+        raw.admin_tokens = entries(admin.remove("tokens"), "admin.tokens", &mut errors);
+        raw.admin = Some(
+            section(Some(toml::Value::Table(admin)), "admin", &mut errors).unwrap_or_default(),
+        );
+    }
+    raw.approvals =
+        section(table.remove("approvals"), "approvals", &mut errors).unwrap_or_default();
     let mut policy = table_of(table.remove("policy"), "policy", &mut errors);
     raw.grants = entries(policy.remove("grants"), "policy.grants", &mut errors);
     raw.scope_rules = entries(policy.remove("scopes"), "policy.scopes", &mut errors);
@@ -278,7 +331,7 @@ fn section<T: DeserializeOwned>(
 ) -> Option<T> {
     let value = value?;
     let mut unknown = Vec::new();
-    let parsed = serde_ignored::deserialize(value, |p| unknown.push(p.to_string()));
+    let parsed = serde_ignored::deserialize(value, |p| unknown.push(key_path(&p)));
     for key in unknown {
         errors.push(err(&format!("{path}.{key}"), "unknown key"));
     }
@@ -288,6 +341,28 @@ fn section<T: DeserializeOwned>(
             errors.push(err(path, &e.to_string().trim().replace('\n', " ")));
             None
         }
+    }
+}
+
+/// An ignored key's path as the file spells it: `webhook.other`, `tokens.0.x` (serde_ignored
+/// writes a `?` for each optional or newtype level, which the file does not have).
+fn key_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => join(key_path(parent), &index.to_string()),
+        Path::Map { parent, key } => join(key_path(parent), key),
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => key_path(parent),
+    }
+}
+
+fn join(parent: String, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{parent}.{key}")
     }
 }
 

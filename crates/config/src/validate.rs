@@ -200,6 +200,8 @@ pub fn validate(raw: RawConfig, base_dir: &Path, errors: &mut Vec<ConfigError>) 
     let audit = AuditSettings {
         file: raw.audit.file.as_ref().map(|f| base_dir.join(f)),
     };
+    let admin = admin(&raw, &tokens, base_dir, &mut e);
+    let approvals = approvals(&raw, base_dir, &mut e);
 
     let mut services = BTreeMap::new();
     for (name, s) in &raw.services {
@@ -235,8 +237,203 @@ pub fn validate(raw: RawConfig, base_dir: &Path, errors: &mut Vec<ConfigError>) 
         policy_files,
         audit,
         identity: identity_settings,
+        admin,
+        approvals,
         services,
     })
+}
+
+/// `[admin]` and `[[admin.tokens]]`.
+fn admin(
+    raw: &RawConfig,
+    mcp_tokens: &[TokenEntry],
+    base_dir: &Path,
+    e: &mut Errors,
+) -> Option<Admin> {
+    let a = raw.admin.as_ref()?;
+    let addr = match a.addr.as_deref() {
+        None => {
+            e.push(
+                "admin.addr",
+                "required: the admin API's own address, e.g. \"127.0.0.1:8081\"",
+            );
+            None
+        }
+        Some(text) => match text.parse::<SocketAddr>() {
+            Ok(addr) if !addr.ip().is_loopback() && a.allow_non_loopback != Some(true) => {
+                e.push(
+                    "admin.addr",
+                    format!("{text:?} is not a loopback address: the admin API approves calls, so it listens on loopback unless allow_non_loopback = true (then put TLS and a firewall in front)"),
+                );
+                None
+            }
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                e.push("admin.addr", format!("{text:?} is not an IP:port address"));
+                None
+            }
+        },
+    };
+    let listen = raw.listen.addr.as_deref().unwrap_or(DEFAULT_ADDR);
+    if let Some(addr) = addr
+        && addr.port() != 0
+        && listen.parse::<SocketAddr>().is_ok_and(|l| l == addr)
+    {
+        e.push("admin.addr", "must differ from listen.addr");
+    }
+    if raw.admin_tokens.is_empty() {
+        e.push(
+            "admin.tokens",
+            "at least one [[admin.tokens]] entry is needed (create one with `micromcp token new --principal NAME`), or nobody can use the admin API",
+        );
+    }
+    let mut tokens: Vec<TokenEntry> = Vec::new();
+    for (path, t) in &raw.admin_tokens {
+        let identity = identity(
+            &RawIdentity {
+                principal: t.principal.clone(),
+                agent: None,
+                tenant: None,
+                roles: t.roles.clone(),
+                scopes: None,
+                clearance: None,
+            },
+            path,
+            e,
+        );
+        let roles = t.roles.as_deref().unwrap_or_default();
+        if roles.is_empty() {
+            e.push(
+                format!("{path}.roles"),
+                format!("at least one role: {}", ADMIN_ROLES.join(", ")),
+            );
+        }
+        for (i, role) in roles.iter().enumerate() {
+            if !ADMIN_ROLES.contains(&role.as_str()) {
+                e.push(
+                    format!("{path}.roles[{i}]"),
+                    format!(
+                        "{role:?} is not an admin role (known: {})",
+                        ADMIN_ROLES.join(", ")
+                    ),
+                );
+            }
+        }
+        let hash_path = format!("{path}.hash");
+        let hash = token_hash(&t.hash, base_dir, &hash_path, e);
+        if let Some(hash) = &hash {
+            if mcp_tokens.iter().any(|m| m.hash == *hash) {
+                e.push(
+                    &hash_path,
+                    "the same token (or generated token file) is in [[auth.tokens]]: an admin token must be a credential of its own (it works only on the admin listener)",
+                );
+            } else if tokens.iter().any(|other| other.hash == *hash) {
+                e.push(
+                    &hash_path,
+                    "the same token as an earlier [[admin.tokens]] entry",
+                );
+            }
+        }
+        if let (Some(identity), Some(hash)) = (identity, hash) {
+            tokens.push(TokenEntry { identity, hash });
+        }
+    }
+    Some(Admin {
+        addr: addr?,
+        tokens,
+    })
+}
+
+/// `[approvals]`.
+fn approvals(raw: &RawConfig, base_dir: &Path, e: &mut Errors) -> ApprovalSettings {
+    let a = &raw.approvals;
+    let defaults = ApprovalSettings::default();
+    let timeout = bounded_duration(
+        a.timeout.as_deref(),
+        "approvals.timeout",
+        defaults.timeout,
+        Duration::from_secs(1),
+        Duration::from_secs(24 * 3600),
+        e,
+    );
+    let progress_interval = bounded_duration(
+        a.progress_interval.as_deref(),
+        "approvals.progress_interval",
+        defaults.progress_interval,
+        Duration::from_millis(100),
+        Duration::from_secs(300),
+        e,
+    );
+    let max_pending = a.max_pending.unwrap_or(defaults.max_pending as u64);
+    if !(1..=100_000).contains(&max_pending) {
+        e.push("approvals.max_pending", "must be between 1 and 100000");
+    }
+    let per_principal = a
+        .max_pending_per_principal
+        .unwrap_or(defaults.max_pending_per_principal as u64);
+    if !(1..=max_pending.max(1)).contains(&per_principal) {
+        e.push(
+            "approvals.max_pending_per_principal",
+            "must be between 1 and approvals.max_pending",
+        );
+    }
+    let webhook = a.webhook.as_ref().and_then(|w| {
+        let url = match url::Url::parse(&w.url) {
+            Ok(url)
+                if (url.scheme() == "https" || (url.scheme() == "http" && is_loopback_url(&url)))
+                    && url.username().is_empty()
+                    && url.password().is_none() =>
+            {
+                Some(url)
+            }
+            Ok(_) => {
+                e.push(
+                    "approvals.webhook.url",
+                    "must be an https:// URL (http:// only to a loopback address), without credentials",
+                );
+                None
+            }
+            Err(err) => {
+                e.push("approvals.webhook.url", format!("not a valid URL: {err}"));
+                None
+            }
+        };
+        let secret = match SecretRef::parse(&w.secret) {
+            SecretRef::Literal(_) => {
+                e.push(
+                    "approvals.webhook.secret",
+                    "the signing secret is given by reference: \"env:NAME\" or \"file:PATH\"",
+                );
+                None
+            }
+            r => match r.resolve(base_dir) {
+                Ok(secret) if secret.expose().len() >= 16 => Some(secret),
+                Ok(_) => {
+                    e.push(
+                        "approvals.webhook.secret",
+                        "the signing secret must be at least 16 characters (e.g. `openssl rand -hex 32`)",
+                    );
+                    None
+                }
+                Err(m) => {
+                    e.push("approvals.webhook.secret", m);
+                    None
+                }
+            },
+        };
+        Some(Webhook {
+            url: url?,
+            secret: secret?,
+            include_arguments: w.include_arguments.unwrap_or(false),
+        })
+    });
+    ApprovalSettings {
+        timeout,
+        progress_interval,
+        max_pending: usize::try_from(max_pending).unwrap_or(usize::MAX),
+        max_pending_per_principal: usize::try_from(per_principal).unwrap_or(usize::MAX),
+        webhook,
+    }
 }
 
 fn listen(raw: &RawConfig, base_dir: &Path, e: &mut Errors) -> Option<Listen> {

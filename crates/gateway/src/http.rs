@@ -43,7 +43,8 @@ use micromcp_protocol::era::{supported_versions, unsupported_version};
 use micromcp_protocol::headers::decode_value;
 use micromcp_protocol::jsonrpc::error_without_id;
 use micromcp_protocol::{
-    Era, ErrorObject, Message, ProtocolVersion, Request as RpcRequest, error_codes, strict,
+    Era, ErrorObject, Message, ProtocolVersion, Request as RpcRequest, Response as RpcResponse,
+    error_codes, strict,
 };
 use serde_json::{Value, json};
 use tokio_util::task::AbortOnDropHandle;
@@ -52,7 +53,7 @@ use crate::Gateway;
 use crate::authority::Host;
 use crate::limits::Slot;
 use crate::listener::{Activity, Busy};
-use crate::outbox::outbox;
+use crate::outbox::{Inbox, outbox};
 use crate::pipeline::Caller;
 use crate::session::{NotCreated, Session, StreamRefused};
 
@@ -467,6 +468,7 @@ async fn post(
             session: None,
             notify: None,
             client_capabilities: Some(capabilities),
+            on_hold: None,
             client_ip,
         };
         return Ok(match message {
@@ -506,6 +508,7 @@ async fn post(
         session: Some(session),
         notify: None,
         client_capabilities: None,
+        on_hold: None,
         client_ip,
     };
     Ok(match message {
@@ -836,6 +839,7 @@ async fn initialize(
         session: Some(session.clone()),
         notify: None,
         client_capabilities: None,
+        on_hold: None,
         client_ip: None,
     };
     let response = gw.handle(&caller, request).await;
@@ -847,10 +851,11 @@ async fn initialize(
 }
 
 /// Runs a request and answers with JSON, or with SSE when progress was asked for (which takes
-/// a stream slot: 429 when the principal has none left).
+/// a stream slot: 429 when the principal has none left). A call that may be held for approval
+/// is answered as SSE from the moment it is held ([`json_unless_held`]).
 async fn answer(
     gw: &Arc<Gateway>,
-    mut caller: Caller,
+    caller: Caller,
     request: RpcRequest,
     accepts_sse: bool,
 ) -> Result<Response, Refusal> {
@@ -860,39 +865,102 @@ async fn answer(
         .and_then(|p| p.get("_meta"))
         .and_then(|m| m.get("progressToken"))
         .is_some();
-    if !(wants_progress && accepts_sse) {
-        let version = caller.version;
-        let response = gw.handle(&caller, request).await;
-        let error = response.outcome.as_ref().err();
-        let mut reply = json_reply(version, response.to_value(), error.map(|e| e.code));
-        if let Some(scope) = error.and_then(crate::oauth::insufficient_scope) {
-            // Step-up authorization (MCP authorization spec): 403 with the scopes needed.
-            *reply.status_mut() = StatusCode::FORBIDDEN;
-            reply.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                crate::oauth::challenge(&gw.config, Some("insufficient_scope"), Some(scope)),
-            );
-        }
-        return Ok(reply);
+    if wants_progress && accepts_sse {
+        let slot = stream_slot(gw, &caller.principal).map_err(|mut refusal| {
+            refusal.id = Some(request.id.as_value().clone());
+            refusal
+        })?;
+        let (tx, rx) = outbox::<Value>();
+        let mut caller = caller;
+        caller.notify = Some(tx.clone());
+        let gw = gw.clone();
+        let task = tokio::spawn(async move {
+            let response = gw.handle(&caller, request).await;
+            let _ = tx.send_always(response.to_value());
+        });
+        // Dropping the body (the client went away) aborts the request task, which cancels the
+        // upstream call (or voids a pending approval), and frees the stream slot.
+        return Ok(sse_answer(
+            rx,
+            slot,
+            AbortOnDropHandle::new(task),
+            KEEP_ALIVE,
+        ));
     }
-    let slot = stream_slot(gw, &caller.principal).map_err(|mut refusal| {
-        refusal.id = Some(request.id.as_value().clone());
-        refusal
-    })?;
-    let (tx, rx) = outbox::<Value>();
-    caller.notify = Some(tx.clone());
-    let gw = gw.clone();
-    let task = tokio::spawn(async move {
-        let response = gw.handle(&caller, request).await;
-        let _ = tx.send_always(response.to_value());
-    });
+    if accepts_sse && gw.approvals.decidable() && MAY_BE_HELD.contains(&request.method.as_str()) {
+        return Ok(json_unless_held(gw, caller, request).await);
+    }
+    let version = caller.version;
+    Ok(json_answer(gw, version, gw.handle(&caller, request).await))
+}
+
+/// Methods whose call a policy may hold for approval.
+const MAY_BE_HELD: [&str; 3] = ["tools/call", "prompts/get", "resources/read"];
+
+/// A request's JSON-RPC response as an HTTP answer.
+fn json_answer(gw: &Gateway, version: ProtocolVersion, response: RpcResponse) -> Response {
+    let error = response.outcome.as_ref().err();
+    let mut reply = json_reply(version, response.to_value(), error.map(|e| e.code));
+    if let Some(scope) = error.and_then(crate::oauth::insufficient_scope) {
+        // Step-up authorization (MCP authorization spec): 403 with the scopes needed.
+        *reply.status_mut() = StatusCode::FORBIDDEN;
+        reply.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            crate::oauth::challenge(&gw.config, Some("insufficient_scope"), Some(scope)),
+        );
+    }
+    reply
+}
+
+/// An SSE answer: what `rx` receives (notifications, then the response), with a keep-alive
+/// comment when idle for `keep_alive`. The stream slot and `task` (the request running) are
+/// held until the stream ends or is dropped.
+fn sse_answer<H: Send + 'static>(
+    rx: Inbox<Value>,
+    slot: Slot,
+    task: H,
+    keep_alive: Duration,
+) -> Response {
     let stream =
         rx.map(|v| Ok::<_, Infallible>(Event::default().event("message").data(v.to_string())));
-    // Dropping the body (the client went away) aborts the request task, which cancels the
-    // upstream call, and frees the stream slot.
-    let mut response = hold_until_sent(sse(stream), (slot, AbortOnDropHandle::new(task)));
+    let mut response = hold_until_sent(sse_every(stream, keep_alive), (slot, task));
     response.extensions_mut().insert(AnswerStreams);
-    Ok(response)
+    response
+}
+
+/// A call that a policy may hold for a person's approval: answered with JSON if it completes
+/// without being held. Once held, the answer becomes an SSE stream (keep-alives every
+/// `approvals.progress_interval`, then the response): a person may take minutes, longer than
+/// clients wait for a response head (the Python SDK's HTTP read timeout is 5 minutes), and a
+/// closed connection is noticed at the next keep-alive at the latest, which voids the
+/// approval. Without a free stream slot the answer stays JSON.
+async fn json_unless_held(gw: &Arc<Gateway>, mut caller: Caller, request: RpcRequest) -> Response {
+    let held = Arc::new(tokio::sync::Notify::new());
+    caller.on_hold = Some(held.clone());
+    let version = caller.version;
+    let caller = Arc::new(caller);
+    let mut call = {
+        let (gw, caller) = (gw.clone(), caller.clone());
+        Box::pin(async move { gw.handle(&caller, request).await })
+    };
+    tokio::select! {
+        biased;
+        response = &mut call => return json_answer(gw, version, response),
+        () = held.notified() => {}
+    }
+    let Some(slot) = gw.limits.streams.try_acquire(&caller.principal) else {
+        return json_answer(gw, version, call.await);
+    };
+    drop(caller);
+    let (tx, rx) = outbox::<Value>();
+    let task = tokio::spawn(async move {
+        let response = call.await;
+        let _ = tx.send_always(response.to_value());
+    });
+    // Keep-alives as often as progress would come: clients with a short read timeout keep
+    // reading, and a client that went away is noticed (and its approval voided) soon.
+    let keep_alive = gw.approvals.progress_interval().min(KEEP_ALIVE);
+    sse_answer(rx, slot, AbortOnDropHandle::new(task), keep_alive)
 }
 
 fn json_reply(version: ProtocolVersion, body: Value, error_code: Option<i64>) -> Response {
@@ -915,8 +983,18 @@ fn sse<S>(stream: S) -> Response
 where
     S: futures::Stream<Item = Result<Event, Infallible>> + Send + 'static,
 {
+    sse_every(stream, KEEP_ALIVE)
+}
+
+/// How often an idle SSE stream carries a comment, so proxies and clients see it is alive.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+fn sse_every<S>(stream: S, keep_alive: Duration) -> Response
+where
+    S: futures::Stream<Item = Result<Event, Infallible>> + Send + 'static,
+{
     let mut response = Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .keep_alive(KeepAlive::new().interval(keep_alive))
         .into_response();
     response
         .headers_mut()
@@ -998,6 +1076,7 @@ fn get_stream(
         session: Some(session),
         notify: None,
         client_capabilities: None,
+        on_hold: None,
         client_ip: None,
     };
     gw.audit_allowed(&caller, "GET /mcp (notification stream)");
@@ -1019,6 +1098,7 @@ async fn delete(
         session: Some(session.clone()),
         notify: None,
         client_capabilities: None,
+        on_hold: None,
         client_ip: None,
     };
     if let Some(session) = gw.sessions.remove(&session.id, principal) {

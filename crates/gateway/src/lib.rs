@@ -16,7 +16,11 @@
 //! - [`output`]: upstream URIs in results made public; list items with hidden characters left out.
 //! - [`vouch`]: what each service is told about the caller (gateway-signed, never the caller's
 //!   token), and the JWKS that lets services verify it.
+//! - [`approvals`]: calls held until a person approves them; [`admin`]: the admin API (its
+//!   own listener and tokens) where approvers decide.
 
+pub mod admin;
+pub mod approvals;
 mod authority;
 pub mod catalog;
 pub mod events;
@@ -86,6 +90,8 @@ pub struct Gateway {
     pub(crate) issuer: Arc<Issuer>,
     /// The JWK Set of `issuer`, served at [`vouch::JWKS_PATH`].
     pub(crate) jwks: String,
+    /// Calls waiting for a person's approval.
+    pub(crate) approvals: approvals::Approvals,
     instance: String,
     request_counter: AtomicU64,
 }
@@ -150,6 +156,7 @@ impl Gateway {
                 config.gateway.max_sessions_per_principal,
             ),
             limits: limits::Limits::new(&config.gateway),
+            approvals: approvals::Approvals::new(&config.approvals, config.admin.is_some()),
             cursors: federation::CursorSeal::new(),
             routes,
             refusals: listener::RefusalLog::default(),
@@ -182,6 +189,11 @@ impl Gateway {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The calls waiting for approval (the admin API decides them).
+    pub fn approvals(&self) -> &approvals::Approvals {
+        &self.approvals
     }
 
     /// A gateway-unique id for the audit record of one request.

@@ -12,23 +12,27 @@
 //! 3. authorize: the [`micromcp_policy::Authorizer`] (Cedar, docs/policy.md) decides on the
 //!    caller, the target and the arguments; default deny, forbid wins, errors deny; the
 //!    decision names the policies that made it;
-//! 4. forward: with the gateway's own request id, a timeout, and only the `_meta` the gateway
+//! 4. approval hold: a permit that asks for a person's approval waits for one
+//!    ([`crate::approvals`]); denied, expired or abandoned, the call never reaches the service;
+//! 5. forward: with the gateway's own request id, a timeout, and only the `_meta` the gateway
 //!    vouches for (a rewritten progress token, the 2026 client capabilities); identity claims a
 //!    client puts in `_meta` are dropped, and the service learns the caller only from the
 //!    gateway ([`crate::vouch`]: a JWT it signs, or a signed identity bound to the request);
-//! 5. protect output: upstream URIs in results become public ones ([`crate::output`]),
+//! 6. protect output: upstream URIs in results become public ones ([`crate::output`]),
 //!    upstream errors are scrubbed, results shaped for the client's era;
-//! 6. audit: exactly one record, whatever happened.
+//! 7. audit: exactly one record, whatever happened.
 //!
 //! Still to come in this path (later issues): kill switch, JSON Schema input validation,
-//! rate limits and quotas, approval holds, secret redaction.
+//! rate limits and quotas (between authorize and the approval hold), secret redaction.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use micromcp_audit::{AuditRecord, Decision};
 use micromcp_auth::Principal;
-use micromcp_policy::{Action, Authorizer, Kind, Refused, RequestContext};
+use micromcp_policy::{
+    Action, Authorizer, Decision as PolicyDecision, Kind, Refused, RequestContext,
+};
 use micromcp_protocol::era::supported_versions;
 use micromcp_protocol::{
     Era, ErrorObject, Notification, ProtocolVersion, Request, RequestId, Response, error_codes,
@@ -52,6 +56,9 @@ pub struct Caller {
     pub notify: Option<crate::outbox::Outbox<Value>>,
     /// 2026-07-28: the capabilities the client declared on this request.
     pub client_capabilities: Option<Value>,
+    /// Told when the request starts waiting for an approval (the HTTP transport then turns
+    /// a JSON answer into a stream, which keeps the client reading while a person decides).
+    pub on_hold: Option<Arc<tokio::sync::Notify>>,
     /// The client's address (HTTP), for policies.
     pub client_ip: Option<std::net::IpAddr>,
 }
@@ -102,7 +109,7 @@ impl Failure {
 }
 
 /// Who the record is about: the principal and how it authenticated (never the credential).
-fn set_principal(record: &mut AuditRecord, p: &Principal) {
+pub(crate) fn set_principal(record: &mut AuditRecord, p: &Principal) {
     record.principal = Some(p.user.clone());
     record.agent.clone_from(&p.agent);
     record.tenant.clone_from(&p.tenant);
@@ -342,9 +349,22 @@ impl Gateway {
             }
         };
         // The arguments the policy sees are these, parsed once; they are forwarded unchanged.
-        let (service, upstream_id) = self
+        let (service, upstream_id, permit) = self
             .authorized_target(caller, kind, public, arguments, record)
             .await?;
+        // Approval hold: a permit that asks for a person's approval waits for one here;
+        // nothing reaches the service unless it is approved, with these very arguments.
+        if permit.obligations.approval {
+            let hold = self.approvals.hold(
+                caller,
+                &request.method,
+                public,
+                params,
+                &permit.policies,
+                record,
+            );
+            unless_cancelled(caller, &request.id, hold).await?;
+        }
         let upstream_id = Value::from(upstream_id);
         // The params go upstream as they are, but for the name: moved, not copied.
         let Some(Value::Object(mut upstream_params)) = request.params.take() else {
@@ -366,7 +386,8 @@ impl Gateway {
     }
 
     /// Route and authorize a public name or URI (with a tool call's arguments); records
-    /// target, service and the policies that decided.
+    /// target, service and the policies that decided. Returns the permit, whose obligations
+    /// the later stages follow.
     async fn authorized_target<'p>(
         &self,
         caller: &Caller,
@@ -374,7 +395,7 @@ impl Gateway {
         public: &'p str,
         arguments: Option<&Map<String, Value>>,
         record: &mut AuditRecord,
-    ) -> Result<(&ServiceHandle, &'p str), Failure> {
+    ) -> Result<(&ServiceHandle, &'p str, PolicyDecision), Failure> {
         record.target = Some(public.chars().take(512).collect());
         let route = if kind == Kind::Resource {
             self.route_uri(public)
@@ -450,7 +471,7 @@ impl Gateway {
             };
             return Err(Failure::Denied(Box::new(error)));
         }
-        Ok((service, upstream_id))
+        Ok((service, upstream_id, decision))
     }
 
     /// Sends a request upstream with the gateway's `_meta`, a timeout and client cancellation.
@@ -495,28 +516,17 @@ impl Gateway {
             )
             .await
         });
-        let outcome = match &caller.session {
-            Some(session) => {
-                let cancelled = session.begin(client_id);
-                let _in_flight = InFlight {
-                    session,
-                    id: client_id,
-                };
-                tokio::select! {
-                    outcome = call => outcome,
-                    Ok(()) = cancelled => return Err(Failure::Cancelled),
-                }
+        let call = async {
+            match call.await {
+                Ok(Ok(result)) => Ok(result),
+                Ok(Err(e)) => Err(Failure::Upstream(e)),
+                Err(_) => Err(Failure::Upstream(UpstreamError::Timeout {
+                    service: service.name.clone(),
+                    timeout: service.timeout,
+                })),
             }
-            None => call.await,
         };
-        match outcome {
-            Ok(Ok(result)) => Ok(result),
-            Ok(Err(e)) => Err(Failure::Upstream(e)),
-            Err(_) => Err(Failure::Upstream(UpstreamError::Timeout {
-                service: service.name.clone(),
-                timeout: service.timeout,
-            })),
-        }
+        unless_cancelled(caller, client_id, call).await
     }
 
     async fn subscription(
@@ -535,7 +545,8 @@ impl Gateway {
             .session
             .as_ref()
             .ok_or_else(|| Failure::invalid_params("subscriptions need a session"))?;
-        let (service, uri) = self
+        // A subscription reads nothing (each read is authorized, and held if need be, itself).
+        let (service, uri, _) = self
             .authorized_target(caller, Kind::Resource, public, None, record)
             .await?;
         if service.upstream.is_stateless() {
@@ -673,7 +684,8 @@ impl Gateway {
             .get(key)
             .and_then(Value::as_str)
             .ok_or_else(|| Failure::invalid_params(format!("params.ref.{key} must be a string")))?;
-        let (service, upstream_id) = self
+        // Completing an argument runs nothing: an approval obligation waits for the call itself.
+        let (service, upstream_id, _) = self
             .authorized_target(caller, kind, public, None, record)
             .await?;
         let mut reference = reference.clone();
@@ -808,6 +820,24 @@ impl Drop for AuditOnDrop<'_> {
             record.latency_us = micros(self.started);
             self.gateway.audit.record(record);
         }
+    }
+}
+
+/// Runs `work` until it ends or the client cancels the request with `notifications/cancelled`
+/// (session era; a 2026-07-28 client closes the request's stream instead, which drops it).
+async fn unless_cancelled<T>(
+    caller: &Caller,
+    id: &RequestId,
+    work: impl Future<Output = Result<T, Failure>>,
+) -> Result<T, Failure> {
+    let Some(session) = &caller.session else {
+        return work.await;
+    };
+    let cancelled = session.begin(id);
+    let _in_flight = InFlight { session, id };
+    tokio::select! {
+        outcome = work => outcome,
+        Ok(()) = cancelled => Err(Failure::Cancelled),
     }
 }
 

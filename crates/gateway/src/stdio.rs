@@ -202,6 +202,7 @@ fn caller_for(
         session: Some(session.clone()),
         notify: None,
         client_capabilities: None,
+        on_hold: None,
         client_ip: None,
     };
     if method == "initialize" {

@@ -5,11 +5,12 @@
 //! the request (Cedar itself would skip it; a skipped `forbid` would allow); a call whose
 //! arguments do not fit the tool's types never reaches the policies.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, LazyLock, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use cedar_policy::{
@@ -345,14 +346,15 @@ impl PolicyEngine {
         hints: Option<ToolHints>,
     ) -> Result<(Request, Entities), String> {
         let name = format!("{}{}{}", action.service, self.separator, action.name);
+        let types = &*TYPES;
         let (action_uid, group, resource_type) = match action.kind {
             Kind::Tool => (
-                uid("Action", &name),
-                Some(uid("Action", "call_tool")),
-                "Tool",
+                uid(&types.action, &name),
+                Some(uid(&types.action, "call_tool")),
+                &types.tool,
             ),
-            Kind::Prompt => (uid("Action", "get_prompt"), None, "Prompt"),
-            Kind::Resource => (uid("Action", "read_resource"), None, "Resource"),
+            Kind::Prompt => (uid(&types.action, "get_prompt"), None, &types.prompt),
+            Kind::Resource => (uid(&types.action, "read_resource"), None, &types.resource),
         };
         let resource_uid = uid(resource_type, &name);
         let mut attrs = HashMap::from([
@@ -382,7 +384,7 @@ impl PolicyEngine {
         let resource = Entity::new(
             resource_uid.clone(),
             attrs,
-            HashSet::from([uid("Service", action.service)]),
+            HashSet::from([uid(&types.service, action.service)]),
         )
         .map_err(|e| e.to_string())?;
         let action_entity = Entity::new_no_attrs(action_uid.clone(), group.into_iter().collect());
@@ -395,7 +397,7 @@ impl PolicyEngine {
                 // An entity whose attributes are unknown: the rest of the context stays known,
                 // so conditions on time or the caller still decide (a record holding an
                 // unknown would leave the whole context unevaluated).
-                let holder = uid("Arguments", "unknown");
+                let holder = uid(&types.arguments, "unknown");
                 let attrs = names
                     .into_iter()
                     .map(|n| {
@@ -415,7 +417,7 @@ impl PolicyEngine {
         }
         let entities = Entities::from_entities(entities, None).map_err(|e| e.to_string())?;
         let request = Request::new(
-            uid("User", &principal.user),
+            uid(&types.user, &principal.user),
             action_uid,
             resource_uid,
             Context::from_pairs(pairs).map_err(|e| e.to_string())?,
@@ -930,11 +932,35 @@ fn scope_policy(id: &str, rule: &ScopeRule) -> String {
     )
 }
 
-fn uid(type_name: &str, id: &str) -> EntityUid {
-    EntityUid::from_type_name_and_id(
-        EntityTypeName::from_str(type_name).expect("a fixed, valid type name"),
-        EntityId::new(id),
-    )
+/// The entity types of the schema, parsed once: Cedar parses a type name with its whole
+/// grammar, which cost more than the rest of building a request.
+struct Types {
+    user: EntityTypeName,
+    role: EntityTypeName,
+    service: EntityTypeName,
+    tool: EntityTypeName,
+    prompt: EntityTypeName,
+    resource: EntityTypeName,
+    action: EntityTypeName,
+    arguments: EntityTypeName,
+}
+
+static TYPES: LazyLock<Types> = LazyLock::new(|| {
+    let parse = |name: &str| EntityTypeName::from_str(name).expect("a fixed, valid type name");
+    Types {
+        user: parse("User"),
+        role: parse("Role"),
+        service: parse("Service"),
+        tool: parse("Tool"),
+        prompt: parse("Prompt"),
+        resource: parse("Resource"),
+        action: parse("Action"),
+        arguments: parse("Arguments"),
+    }
+});
+
+fn uid(type_name: &EntityTypeName, id: &str) -> EntityUid {
+    EntityUid::from_type_name_and_id(type_name.clone(), EntityId::new(id))
 }
 
 fn string(s: &str) -> RestrictedExpression {
@@ -964,11 +990,42 @@ fn principal_entity(p: &Principal) -> Result<Entity, String> {
     if let Some(issuer) = &p.issuer {
         attrs.insert("issuer".into(), string(issuer.trim_end_matches('/')));
     }
-    let parents = p.roles.iter().map(|r| uid("Role", r)).collect();
-    Entity::new(uid("User", &p.user), attrs, parents).map_err(|e| e.to_string())
+    let parents = p.roles.iter().map(|r| uid(&TYPES.role, r)).collect();
+    Entity::new(uid(&TYPES.user, &p.user), attrs, parents).map_err(|e| e.to_string())
 }
 
 const WEEKDAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+
+thread_local! {
+    /// The last second's `context.time` record and the last client address as Cedar
+    /// expressions, per thread: making a `datetime(…)` or `ip(…)` expression parses the
+    /// extension's name with Cedar's grammar each time, and both change rarely.
+    static LAST_TIME: RefCell<Option<(u64, RestrictedExpression)>> = const { RefCell::new(None) };
+    static LAST_IP: RefCell<Option<(IpAddr, RestrictedExpression)>> = const { RefCell::new(None) };
+}
+
+/// The `context.time` record of second `secs` since the epoch.
+fn time_record(secs: u64) -> RestrictedExpression {
+    LAST_TIME.with_borrow_mut(|last| match last {
+        Some((at, record)) if *at == secs => record.clone(),
+        _ => {
+            let record = make_time_record(secs);
+            *last = Some((secs, record.clone()));
+            record
+        }
+    })
+}
+
+fn ip_expression(ip: IpAddr) -> RestrictedExpression {
+    LAST_IP.with_borrow_mut(|last| match last {
+        Some((at, expression)) if *at == ip => expression.clone(),
+        _ => {
+            let expression = RestrictedExpression::new_ip(ip.to_string());
+            *last = Some((ip, expression.clone()));
+            expression
+        }
+    })
+}
 
 fn context_pairs(c: &RequestContext<'_>) -> Vec<(String, RestrictedExpression)> {
     let secs = c
@@ -976,9 +1033,24 @@ fn context_pairs(c: &RequestContext<'_>) -> Vec<(String, RestrictedExpression)> 
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
+    let mut pairs = vec![
+        ("time".to_owned(), time_record(secs)),
+        ("transport".to_owned(), string(c.transport)),
+        ("protocol_version".to_owned(), string(c.protocol_version)),
+    ];
+    if let Some(ip) = c.client_ip {
+        pairs.push(("client_ip".into(), ip_expression(ip)));
+    }
+    if let Some(session) = c.session {
+        pairs.push(("session".into(), string(session)));
+    }
+    pairs
+}
+
+fn make_time_record(secs: u64) -> RestrictedExpression {
     let days = secs / 86_400;
     let now = humantime::format_rfc3339_seconds(UNIX_EPOCH + std::time::Duration::from_secs(secs));
-    let time = RestrictedExpression::new_record([
+    RestrictedExpression::new_record([
         (
             "now".to_owned(),
             RestrictedExpression::new_datetime(now.to_string()),
@@ -992,22 +1064,7 @@ fn context_pairs(c: &RequestContext<'_>) -> Vec<(String, RestrictedExpression)> 
             RestrictedExpression::new_long(i64::try_from((secs % 86_400) / 3600).unwrap_or(0)),
         ),
     ])
-    .expect("distinct keys");
-    let mut pairs = vec![
-        ("time".to_owned(), time),
-        ("transport".to_owned(), string(c.transport)),
-        ("protocol_version".to_owned(), string(c.protocol_version)),
-    ];
-    if let Some(ip) = c.client_ip {
-        pairs.push((
-            "client_ip".into(),
-            RestrictedExpression::new_ip(ip.to_string()),
-        ));
-    }
-    if let Some(session) = c.session {
-        pairs.push(("session".into(), string(session)));
-    }
-    pairs
+    .expect("distinct keys")
 }
 
 impl Decision {

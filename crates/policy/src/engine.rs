@@ -14,9 +14,9 @@ use std::sync::{Arc, LazyLock, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use cedar_policy::{
-    Authorizer as Cedar, Context, Decision as CedarDecision, Effect, Entities, Entity, EntityId,
-    EntityTypeName, EntityUid, Policy, PolicyId, PolicySet, Request, RestrictedExpression, Schema,
-    SchemaFragment, ValidationMode, Validator,
+    ActionConstraint, Authorizer as Cedar, Context, Decision as CedarDecision, Effect, Entities,
+    Entity, EntityId, EntityTypeName, EntityUid, Policy, PolicyId, PolicySet, Request,
+    RestrictedExpression, Schema, SchemaFragment, ValidationMode, Validator,
 };
 use micromcp_auth::Principal;
 use micromcp_config::{Config, Grant, ScopeRule};
@@ -68,19 +68,149 @@ struct Meta {
     scope_rule: Option<Vec<String>>,
 }
 
-/// One loaded generation of policies.
+/// One loaded generation of policies, with the catalog they are checked against.
 struct Compiled {
-    all: PolicySet,
-    /// `all` without the scope rules: was a refusal only for want of scopes?
-    without_scopes: PolicySet,
+    /// Shared by the catalogs that come and go under the same policies.
+    policies: Arc<Policies>,
+    tools: BTreeMap<(String, String), ToolType>,
+    schema: Option<Schema>,
+}
+
+/// One loaded generation of policies.
+struct Policies {
+    /// Every policy, and the same without the scope rules (was a refusal only for want of
+    /// scopes?), both cut by action: what a request is evaluated against.
+    slices: Slices,
     meta: HashMap<PolicyId, Meta>,
     /// The operator's policies (validated against the schema).
     user: PolicySet,
     user_permits: bool,
     /// SHA-256 over the policy files, for the audit record of a reload.
     digest: String,
-    tools: BTreeMap<(String, String), ToolType>,
-    schema: Option<Schema>,
+}
+
+/// The policies that can apply to one action.
+struct Slice {
+    all: PolicySet,
+    without_scopes: PolicySet,
+}
+
+/// The policy set cut by action, so each request is evaluated against only the policies that
+/// can apply to its action. Every tool is its own Cedar action (in the group `call_tool`), and
+/// Cedar evaluates a policy as `principal scope && action scope && resource scope && when…`: a
+/// policy whose action scope does not hold for the request's action is false without its
+/// conditions being evaluated, and scope constraints cannot error. Leaving such policies out
+/// changes neither the decision, nor the policies that determined it, nor the errors; it saves
+/// building and evaluating each one's condition (Cedar builds it anew per request).
+struct Slices {
+    /// For a tool no policy names: policies on any action and on the group `call_tool`.
+    tools: Slice,
+    /// For a prompt or resource when no policy names its action: policies on any action.
+    other: Slice,
+    /// For each action some policy names: those and the ones above.
+    named: HashMap<String, Slice>,
+}
+
+/// The actions a policy's action scope can hold for.
+#[derive(Default)]
+struct ActionScope {
+    any: bool,
+    /// Every tool (`action in Action::"call_tool"`).
+    tools: bool,
+    named: Vec<String>,
+}
+
+impl ActionScope {
+    fn of(policy: &Policy) -> ActionScope {
+        let mut scope = ActionScope::default();
+        match policy.action_constraint() {
+            ActionConstraint::Any => scope.any = true,
+            ActionConstraint::Eq(uid) => scope.add(&uid, false),
+            ActionConstraint::In(uids) => {
+                for uid in &uids {
+                    scope.add(uid, true);
+                }
+            }
+        }
+        scope
+    }
+
+    fn add(&mut self, uid: &EntityUid, is_in: bool) {
+        if uid.type_name() != &TYPES.action {
+            // Not an action of the schema: validation refuses it; keep it everywhere rather
+            // than reason about it.
+            self.any = true;
+            return;
+        }
+        let id = uid.id().unescaped();
+        if is_in && id == CALL_TOOL {
+            self.tools = true;
+        }
+        self.named.push(id.to_owned());
+    }
+}
+
+/// The group of every tool action.
+const CALL_TOOL: &str = "call_tool";
+/// The actions that are not tools.
+const NOT_TOOLS: [&str; 2] = ["get_prompt", "read_resource"];
+
+impl Slices {
+    fn new(all: &PolicySet, without_scopes: &PolicySet) -> Slices {
+        let mut any = Vec::new();
+        let mut tools = Vec::new();
+        let mut named: HashMap<String, Vec<&Policy>> = HashMap::new();
+        for policy in all.policies() {
+            let scope = ActionScope::of(policy);
+            if scope.any {
+                any.push(policy);
+                continue;
+            }
+            if scope.tools {
+                tools.push(policy);
+            }
+            for name in scope.named {
+                named.entry(name).or_default().push(policy);
+            }
+        }
+        let slice = |groups: &[&[&Policy]]| {
+            let mut slice = Slice {
+                all: PolicySet::new(),
+                without_scopes: PolicySet::new(),
+            };
+            for policy in groups.iter().flat_map(|g| g.iter()) {
+                // A duplicate (named and in call_tool) is refused by `add`: it is there.
+                let _ = slice.all.add((*policy).clone());
+                if let Some(p) = without_scopes.policy(policy.id()) {
+                    let _ = slice.without_scopes.add(p.clone());
+                }
+            }
+            slice
+        };
+        Slices {
+            tools: slice(&[&any, &tools]),
+            other: slice(&[&any]),
+            named: named
+                .iter()
+                .map(|(name, policies)| {
+                    let groups: &[&[&Policy]] = if NOT_TOOLS.contains(&name.as_str()) {
+                        &[&any, policies]
+                    } else {
+                        &[&any, &tools, policies]
+                    };
+                    (name.clone(), slice(groups))
+                })
+                .collect(),
+        }
+    }
+
+    /// The policies that can apply to `action` (its Cedar action id) of `kind`.
+    fn get(&self, kind: Kind, action: &str) -> &Slice {
+        self.named.get(action).unwrap_or(match kind {
+            Kind::Tool => &self.tools,
+            Kind::Prompt | Kind::Resource => &self.other,
+        })
+    }
 }
 
 /// The operator's policies as loaded from files.
@@ -206,12 +336,13 @@ impl PolicyEngine {
             .map_err(|e| tracing::error!("the generated Cedar schema is invalid: {e}"))
             .ok();
         Ok(Compiled {
-            all,
-            without_scopes,
-            meta,
-            user: user.set,
-            user_permits,
-            digest: user.digest,
+            policies: Arc::new(Policies {
+                slices: Slices::new(&all, &without_scopes),
+                meta,
+                user: user.set,
+                user_permits,
+                digest: user.digest,
+            }),
             tools,
             schema,
         })
@@ -235,15 +366,10 @@ impl PolicyEngine {
         let schema = Schema::from_json_value(cedar_schema(tools.values())).ok();
         let problems = schema
             .as_ref()
-            .map(|s| validate(s, &old.user))
+            .map(|s| validate(s, &old.policies.user))
             .unwrap_or_default();
         *guard = Arc::new(Compiled {
-            all: old.all.clone(),
-            without_scopes: old.without_scopes.clone(),
-            meta: old.meta.clone(),
-            user: old.user.clone(),
-            user_permits: old.user_permits,
-            digest: old.digest.clone(),
+            policies: old.policies.clone(),
             tools,
             schema,
         });
@@ -258,7 +384,7 @@ impl PolicyEngine {
                 "the Cedar schema of the catalog could not be built".into(),
             ]);
         };
-        let errors = validate(schema, &compiled.user);
+        let errors = validate(schema, &compiled.policies.user);
         if errors.is_empty() {
             Ok(())
         } else {
@@ -277,13 +403,13 @@ impl PolicyEngine {
                 "the Cedar schema of the catalog could not be built".into(),
             ]);
         };
-        let errors = validate(schema, &compiled.user);
+        let errors = validate(schema, &compiled.policies.user);
         if !errors.is_empty() {
             return Err(errors);
         }
         let loaded = Loaded {
-            policies: compiled.user.policies().count(),
-            digest: compiled.digest.clone(),
+            policies: compiled.policies.user.policies().count(),
+            digest: compiled.policies.digest.clone(),
             tools: compiled.tools.len(),
         };
         *write(&self.compiled) = Arc::new(compiled);
@@ -292,7 +418,7 @@ impl PolicyEngine {
 
     /// The digest of the policy files in force.
     pub fn digest(&self) -> String {
-        self.current().digest.clone()
+        self.current().policies.digest.clone()
     }
 
     /// The policy files (for the reload watcher).
@@ -440,7 +566,11 @@ impl PolicyEngine {
             Ok(r) => r,
             Err(e) => return Decision::deny_with_errors("error", vec![e]),
         };
-        let response = self.cedar.is_authorized(&request, &compiled.all, &entities);
+        let slice = compiled
+            .policies
+            .slices
+            .get(action.kind, action_id(&request));
+        let response = self.cedar.is_authorized(&request, &slice.all, &entities);
         let errors: Vec<String> = response
             .diagnostics()
             .errors()
@@ -459,7 +589,7 @@ impl PolicyEngine {
         if response.decision() == CedarDecision::Allow {
             let mut obligations = Obligations::default();
             for id in response.diagnostics().reason() {
-                if let Some(meta) = compiled.meta.get(id) {
+                if let Some(meta) = compiled.policies.meta.get(id) {
                     obligations.merge(&meta.obligations);
                 }
             }
@@ -479,7 +609,7 @@ impl PolicyEngine {
             ..Decision::deny(String::new())
         };
         decision.missing_scopes =
-            self.missing_scopes(compiled, principal, &policies, &request, &entities);
+            self.missing_scopes(compiled, slice, principal, &policies, &request, &entities);
         decision.policies = policies;
         decision
     }
@@ -488,6 +618,7 @@ impl PolicyEngine {
     fn missing_scopes(
         &self,
         compiled: &Compiled,
+        slice: &Slice,
         principal: &Principal,
         policies: &[String],
         request: &Request,
@@ -495,12 +626,17 @@ impl PolicyEngine {
     ) -> Option<String> {
         let mut missing = Vec::new();
         for id in policies {
-            let scopes = compiled.meta.get(&PolicyId::new(id))?.scope_rule.as_ref()?;
+            let scopes = compiled
+                .policies
+                .meta
+                .get(&PolicyId::new(id))?
+                .scope_rule
+                .as_ref()?;
             missing.extend(scopes.iter().filter(|s| !principal.has_scope(s)).cloned());
         }
         let without = self
             .cedar
-            .is_authorized(request, &compiled.without_scopes, entities);
+            .is_authorized(request, &slice.without_scopes, entities);
         if without.decision() != CedarDecision::Allow
             || without.diagnostics().errors().next().is_some()
         {
@@ -578,16 +714,20 @@ impl crate::Authorizer for PolicyEngine {
         };
         // Granted items are listed even when the caller lacks a scope they need (step-up: a
         // token with it can call them), so the scope rules do not hide anything.
-        let response =
-            self.cedar
-                .is_authorized_partial(&request, &compiled.without_scopes, &entities);
+        let slice = compiled
+            .policies
+            .slices
+            .get(action.kind, action_id(&request));
+        let response = self
+            .cedar
+            .is_authorized_partial(&request, &slice.without_scopes, &entities);
         // `None`: it depends on the arguments, so some arguments may be allowed (a forbid
         // that holds whatever they are has already made it `Deny`).
         response.decision() != Some(CedarDecision::Deny)
     }
 
     fn may_use_any(&self, principal: &Principal, kind: Kind, service: &str) -> bool {
-        if self.current().user_permits {
+        if self.current().policies.user_permits {
             return true;
         }
         let prefix = format!("{service}{}", self.separator);
@@ -601,17 +741,24 @@ impl crate::Authorizer for PolicyEngine {
 
 impl Compiled {
     fn empty() -> Self {
+        let none = PolicySet::new();
         Self {
-            all: PolicySet::new(),
-            without_scopes: PolicySet::new(),
-            meta: HashMap::new(),
-            user: PolicySet::new(),
-            user_permits: false,
-            digest: String::new(),
+            policies: Arc::new(Policies {
+                slices: Slices::new(&none, &none),
+                meta: HashMap::new(),
+                user: none,
+                user_permits: false,
+                digest: String::new(),
+            }),
             tools: BTreeMap::new(),
             schema: None,
         }
     }
+}
+
+/// The Cedar id of a request's action (`fs.read_file`, `get_prompt`, …).
+fn action_id(request: &Request) -> &str {
+    request.action().map_or("", |a| a.id().unescaped())
 }
 
 impl Obligations {

@@ -15,8 +15,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use cedar_policy::{
     ActionConstraint, Authorizer as Cedar, Context, Decision as CedarDecision, Effect, Entities,
-    Entity, EntityId, EntityTypeName, EntityUid, Policy, PolicyId, PolicySet, Request,
-    RestrictedExpression, Schema, SchemaFragment, ValidationMode, Validator,
+    Entity, EntityId, EntityTypeName, EntityUid, Policy, PolicyId, PolicySet, PrincipalConstraint,
+    Request, RestrictedExpression, Schema, SchemaFragment, ValidationMode, Validator,
 };
 use micromcp_auth::Principal;
 use micromcp_config::{Config, Grant, ScopeRule};
@@ -79,8 +79,11 @@ struct Compiled {
 /// One loaded generation of policies.
 struct Policies {
     /// Every policy, and the same without the scope rules (was a refusal only for want of
-    /// scopes?), both cut by action: what a request is evaluated against.
+    /// scopes?), both cut by action and caller: what a request is evaluated against.
     slices: Slices,
+    /// The same, whole (the tests compare decisions against them).
+    #[cfg(test)]
+    whole: Arc<Sets>,
     meta: HashMap<PolicyId, Meta>,
     /// The operator's policies (validated against the schema).
     user: PolicySet,
@@ -89,19 +92,154 @@ struct Policies {
     digest: String,
 }
 
-/// The policies that can apply to one action.
-struct Slice {
+/// The two policy sets a request is evaluated against: every policy that can apply, and the
+/// same without the scope rules.
+struct Sets {
     all: PolicySet,
     without_scopes: PolicySet,
 }
 
-/// The policy set cut by action, so each request is evaluated against only the policies that
-/// can apply to its action. Every tool is its own Cedar action (in the group `call_tool`), and
-/// Cedar evaluates a policy as `principal scope && action scope && resource scope && when…`: a
-/// policy whose action scope does not hold for the request's action is false without its
-/// conditions being evaluated, and scope constraints cannot error. Leaving such policies out
-/// changes neither the decision, nor the policies that determined it, nor the errors; it saves
-/// building and evaluating each one's condition (Cedar builds it anew per request).
+/// The policies that can apply to one action, and the sets for each kind of caller: a policy
+/// whose principal scope names a user or role the caller is not or lacks cannot apply either.
+struct Slice {
+    policies: Vec<Scoped>,
+    /// The users and roles the principal scopes name: a caller's key keeps only these.
+    users: HashSet<String>,
+    roles: HashSet<String>,
+    /// The sets for the callers of each key, made on first use.
+    sets: RwLock<HashMap<CallerKey, Arc<Sets>>>,
+}
+
+/// A policy with what its principal scope requires of the caller.
+struct Scoped {
+    policy: Policy,
+    in_without_scopes: bool,
+    principal: PrincipalScope,
+}
+
+enum PrincipalScope {
+    /// Any caller (also `principal is User` and anything the schema does not have: kept).
+    Any,
+    /// `principal == User::"u"` or `principal in User::"u"` (a user is in no other user).
+    User(String),
+    /// `principal in Role::"r"`: the caller's entity has its roles as parents, nothing more.
+    Role(String),
+}
+
+impl PrincipalScope {
+    fn of(policy: &Policy) -> PrincipalScope {
+        match policy.principal_constraint() {
+            PrincipalConstraint::Eq(uid) | PrincipalConstraint::In(uid)
+                if uid.type_name() == &TYPES.user =>
+            {
+                PrincipalScope::User(uid.id().unescaped().to_owned())
+            }
+            PrincipalConstraint::In(uid) if uid.type_name() == &TYPES.role => {
+                PrincipalScope::Role(uid.id().unescaped().to_owned())
+            }
+            _ => PrincipalScope::Any,
+        }
+    }
+}
+
+/// What of a caller decides which policies of a slice can apply: its user if a principal
+/// scope names it, and those of its roles that one names (sorted).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct CallerKey {
+    user: Option<String>,
+    roles: Vec<String>,
+}
+
+/// Caller keys remembered per slice; beyond this their sets are made per request.
+const MAX_CALLER_KEYS: usize = 1024;
+
+impl Slice {
+    fn new(policies: &[&Policy], without_scopes: &PolicySet) -> Slice {
+        let mut slice = Slice {
+            policies: Vec::with_capacity(policies.len()),
+            users: HashSet::new(),
+            roles: HashSet::new(),
+            sets: RwLock::new(HashMap::new()),
+        };
+        let mut seen = HashSet::new();
+        for policy in policies {
+            // A policy both named and on call_tool comes twice.
+            if !seen.insert(policy.id()) {
+                continue;
+            }
+            let principal = PrincipalScope::of(policy);
+            match &principal {
+                PrincipalScope::Any => {}
+                PrincipalScope::User(u) => {
+                    slice.users.insert(u.clone());
+                }
+                PrincipalScope::Role(r) => {
+                    slice.roles.insert(r.clone());
+                }
+            }
+            slice.policies.push(Scoped {
+                policy: (*policy).clone(),
+                in_without_scopes: without_scopes.policy(policy.id()).is_some(),
+                principal,
+            });
+        }
+        slice
+    }
+
+    /// The sets to evaluate a request of `principal` against.
+    fn sets(&self, principal: &Principal) -> Arc<Sets> {
+        let mut roles: Vec<String> = principal
+            .roles
+            .iter()
+            .filter(|r| self.roles.contains(*r))
+            .cloned()
+            .collect();
+        roles.sort();
+        roles.dedup();
+        let key = CallerKey {
+            user: self
+                .users
+                .contains(&principal.user)
+                .then(|| principal.user.clone()),
+            roles,
+        };
+        if let Some(sets) = read(&self.sets).get(&key) {
+            return sets.clone();
+        }
+        let mut sets = Sets {
+            all: PolicySet::new(),
+            without_scopes: PolicySet::new(),
+        };
+        for scoped in &self.policies {
+            let applies = match &scoped.principal {
+                PrincipalScope::Any => true,
+                PrincipalScope::User(u) => key.user.as_ref() == Some(u),
+                PrincipalScope::Role(r) => key.roles.contains(r),
+            };
+            if applies {
+                let _ = sets.all.add(scoped.policy.clone());
+                if scoped.in_without_scopes {
+                    let _ = sets.without_scopes.add(scoped.policy.clone());
+                }
+            }
+        }
+        let sets = Arc::new(sets);
+        let mut cache = write(&self.sets);
+        if cache.len() < MAX_CALLER_KEYS {
+            cache.insert(key, sets.clone());
+        }
+        sets
+    }
+}
+
+/// The policy set cut by action and caller, so each request is evaluated against only the
+/// policies that can apply to it. Every tool is its own Cedar action (in the group
+/// `call_tool`), and Cedar evaluates a policy as `principal scope && action scope && resource
+/// scope && when…`: a policy whose principal or action scope does not hold for the request is
+/// false without its conditions being evaluated, and scope constraints cannot error. Leaving
+/// such policies out changes neither the decision, nor the policies that determined it, nor the
+/// errors; it saves building and evaluating each one's condition (Cedar builds it anew per
+/// request).
 struct Slices {
     /// For a tool no policy names: policies on any action and on the group `call_tool`.
     tools: Slice,
@@ -174,18 +312,8 @@ impl Slices {
             }
         }
         let slice = |groups: &[&[&Policy]]| {
-            let mut slice = Slice {
-                all: PolicySet::new(),
-                without_scopes: PolicySet::new(),
-            };
-            for policy in groups.iter().flat_map(|g| g.iter()) {
-                // A duplicate (named and in call_tool) is refused by `add`: it is there.
-                let _ = slice.all.add((*policy).clone());
-                if let Some(p) = without_scopes.policy(policy.id()) {
-                    let _ = slice.without_scopes.add(p.clone());
-                }
-            }
-            slice
+            let policies: Vec<&Policy> = groups.iter().flat_map(|g| g.iter().copied()).collect();
+            Slice::new(&policies, without_scopes)
         };
         Slices {
             tools: slice(&[&any, &tools]),
@@ -238,6 +366,8 @@ pub struct PolicyEngine {
     catalog: Mutex<Catalog>,
     compiled: RwLock<Arc<Compiled>>,
     cedar: Cedar,
+    #[cfg(test)]
+    unsliced: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for PolicyEngine {
@@ -276,6 +406,8 @@ impl PolicyEngine {
             catalog: Mutex::new(Catalog::new()),
             compiled: RwLock::new(Arc::new(Compiled::empty())),
             cedar: Cedar::new(),
+            #[cfg(test)]
+            unsliced: std::sync::atomic::AtomicBool::new(false),
         };
         let compiled = engine.compile(user, BTreeMap::new())?;
         *write(&engine.compiled) = Arc::new(compiled);
@@ -338,6 +470,11 @@ impl PolicyEngine {
         Ok(Compiled {
             policies: Arc::new(Policies {
                 slices: Slices::new(&all, &without_scopes),
+                #[cfg(test)]
+                whole: Arc::new(Sets {
+                    all: all.clone(),
+                    without_scopes: without_scopes.clone(),
+                }),
                 meta,
                 user: user.set,
                 user_permits,
@@ -553,6 +690,32 @@ impl PolicyEngine {
         Ok((request, entities))
     }
 
+    /// The policy sets `request` of `principal` is evaluated against: its slice.
+    fn sets(
+        &self,
+        compiled: &Compiled,
+        kind: Kind,
+        request: &Request,
+        principal: &Principal,
+    ) -> Arc<Sets> {
+        #[cfg(test)]
+        if self.unsliced.load(std::sync::atomic::Ordering::Relaxed) {
+            return compiled.policies.whole.clone();
+        }
+        compiled
+            .policies
+            .slices
+            .get(kind, action_id(request))
+            .sets(principal)
+    }
+
+    /// Tests: evaluate against the whole policy sets instead of the slices.
+    #[cfg(test)]
+    pub(crate) fn set_unsliced(&self, unsliced: bool) {
+        self.unsliced
+            .store(unsliced, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn evaluate(
         &self,
         compiled: &Compiled,
@@ -566,11 +729,8 @@ impl PolicyEngine {
             Ok(r) => r,
             Err(e) => return Decision::deny_with_errors("error", vec![e]),
         };
-        let slice = compiled
-            .policies
-            .slices
-            .get(action.kind, action_id(&request));
-        let response = self.cedar.is_authorized(&request, &slice.all, &entities);
+        let sets = self.sets(compiled, action.kind, &request, principal);
+        let response = self.cedar.is_authorized(&request, &sets.all, &entities);
         let errors: Vec<String> = response
             .diagnostics()
             .errors()
@@ -609,7 +769,7 @@ impl PolicyEngine {
             ..Decision::deny(String::new())
         };
         decision.missing_scopes =
-            self.missing_scopes(compiled, slice, principal, &policies, &request, &entities);
+            self.missing_scopes(compiled, &sets, principal, &policies, &request, &entities);
         decision.policies = policies;
         decision
     }
@@ -618,7 +778,7 @@ impl PolicyEngine {
     fn missing_scopes(
         &self,
         compiled: &Compiled,
-        slice: &Slice,
+        sets: &Sets,
         principal: &Principal,
         policies: &[String],
         request: &Request,
@@ -636,7 +796,7 @@ impl PolicyEngine {
         }
         let without = self
             .cedar
-            .is_authorized(request, &slice.without_scopes, entities);
+            .is_authorized(request, &sets.without_scopes, entities);
         if without.decision() != CedarDecision::Allow
             || without.diagnostics().errors().next().is_some()
         {
@@ -714,13 +874,10 @@ impl crate::Authorizer for PolicyEngine {
         };
         // Granted items are listed even when the caller lacks a scope they need (step-up: a
         // token with it can call them), so the scope rules do not hide anything.
-        let slice = compiled
-            .policies
-            .slices
-            .get(action.kind, action_id(&request));
+        let sets = self.sets(&compiled, action.kind, &request, principal);
         let response = self
             .cedar
-            .is_authorized_partial(&request, &slice.without_scopes, &entities);
+            .is_authorized_partial(&request, &sets.without_scopes, &entities);
         // `None`: it depends on the arguments, so some arguments may be allowed (a forbid
         // that holds whatever they are has already made it `Deny`).
         response.decision() != Some(CedarDecision::Deny)
@@ -745,6 +902,11 @@ impl Compiled {
         Self {
             policies: Arc::new(Policies {
                 slices: Slices::new(&none, &none),
+                #[cfg(test)]
+                whole: Arc::new(Sets {
+                    all: PolicySet::new(),
+                    without_scopes: PolicySet::new(),
+                }),
                 meta: HashMap::new(),
                 user: none,
                 user_permits: false,

@@ -74,6 +74,7 @@ struct Compiled {
     policies: Arc<Policies>,
     tools: BTreeMap<(String, String), ToolType>,
     schema: Option<Schema>,
+    entities: EntityCache,
 }
 
 /// One loaded generation of policies.
@@ -482,6 +483,7 @@ impl PolicyEngine {
             }),
             tools,
             schema,
+            entities: EntityCache::default(),
         })
     }
 
@@ -509,6 +511,7 @@ impl PolicyEngine {
             policies: old.policies.clone(),
             tools,
             schema,
+            entities: EntityCache::default(),
         });
         problems
     }
@@ -602,60 +605,45 @@ impl PolicyEngine {
     /// the argument names whose values are unknown (partial evaluation).
     fn request(
         &self,
+        compiled: &Compiled,
         principal: &Principal,
         action: &Action<'_>,
         context: &RequestContext<'_>,
         arguments: Arguments,
         hints: Option<ToolHints>,
-    ) -> Result<(Request, Entities), String> {
+    ) -> Result<(Request, Arc<Entities>), String> {
         let name = format!("{}{}{}", action.service, self.separator, action.name);
         let types = &*TYPES;
-        let (action_uid, group, resource_type) = match action.kind {
-            Kind::Tool => (
-                uid(&types.action, &name),
-                Some(uid(&types.action, "call_tool")),
-                &types.tool,
+        let (action_uid, resource_uid) = match action.kind {
+            Kind::Tool => (uid(&types.action, &name), uid(&types.tool, &name)),
+            Kind::Prompt => (uid(&types.action, "get_prompt"), uid(&types.prompt, &name)),
+            Kind::Resource => (
+                uid(&types.action, "read_resource"),
+                uid(&types.resource, &name),
             ),
-            Kind::Prompt => (uid(&types.action, "get_prompt"), None, &types.prompt),
-            Kind::Resource => (uid(&types.action, "read_resource"), None, &types.resource),
         };
-        let resource_uid = uid(resource_type, &name);
-        let mut attrs = HashMap::from([
-            ("name".to_owned(), string(&name)),
-            ("service".to_owned(), string(action.service)),
-        ]);
-        match action.kind {
-            Kind::Tool => {
-                let hints = hints.unwrap_or_default();
-                attrs.insert("tool".into(), string(action.name));
-                for (key, value) in [
-                    ("read_only", hints.read_only),
-                    ("destructive", hints.destructive),
-                    ("idempotent", hints.idempotent),
-                    ("open_world", hints.open_world),
-                ] {
-                    attrs.insert(key.into(), RestrictedExpression::new_bool(value));
+        let make = |extra: Option<Entity>| {
+            entities(
+                principal,
+                action,
+                &name,
+                (&action_uid, &resource_uid),
+                hints,
+                extra,
+            )
+        };
+        let mut pairs = context_pairs(context);
+        let entities = match arguments {
+            Arguments::None | Arguments::Known(_) => {
+                if let Arguments::Known(value) = arguments {
+                    pairs.push(("arguments".into(), value));
+                }
+                if action.kind == Kind::Tool {
+                    compiled.entities.get(principal, &name, || make(None))?
+                } else {
+                    Arc::new(make(None)?)
                 }
             }
-            Kind::Prompt => {
-                attrs.insert("prompt".into(), string(action.name));
-            }
-            Kind::Resource => {
-                attrs.insert("uri".into(), string(action.name));
-            }
-        }
-        let resource = Entity::new(
-            resource_uid.clone(),
-            attrs,
-            HashSet::from([uid(&types.service, action.service)]),
-        )
-        .map_err(|e| e.to_string())?;
-        let action_entity = Entity::new_no_attrs(action_uid.clone(), group.into_iter().collect());
-        let mut entities = vec![principal_entity(principal)?, resource, action_entity];
-        let mut pairs = context_pairs(context);
-        match arguments {
-            Arguments::None => {}
-            Arguments::Known(value) => pairs.push(("arguments".into(), value)),
             Arguments::Unknown(names) => {
                 // An entity whose attributes are unknown: the rest of the context stays known,
                 // so conditions on time or the caller still decide (a record holding an
@@ -668,17 +656,15 @@ impl PolicyEngine {
                         (n, unknown)
                     })
                     .collect();
-                entities.push(
-                    Entity::new(holder.clone(), attrs, HashSet::new())
-                        .map_err(|e| e.to_string())?,
-                );
+                let entity = Entity::new(holder.clone(), attrs, HashSet::new())
+                    .map_err(|e| e.to_string())?;
                 pairs.push((
                     "arguments".into(),
                     RestrictedExpression::new_entity_uid(holder),
                 ));
+                Arc::new(make(Some(entity))?)
             }
-        }
-        let entities = Entities::from_entities(entities, None).map_err(|e| e.to_string())?;
+        };
         let request = Request::new(
             uid(&types.user, &principal.user),
             action_uid,
@@ -725,10 +711,11 @@ impl PolicyEngine {
         arguments: Arguments,
         hints: Option<ToolHints>,
     ) -> Decision {
-        let (request, entities) = match self.request(principal, action, context, arguments, hints) {
-            Ok(r) => r,
-            Err(e) => return Decision::deny_with_errors("error", vec![e]),
-        };
+        let (request, entities) =
+            match self.request(compiled, principal, action, context, arguments, hints) {
+                Ok(r) => r,
+                Err(e) => return Decision::deny_with_errors("error", vec![e]),
+            };
         let sets = self.sets(compiled, action.kind, &request, principal);
         let response = self.cedar.is_authorized(&request, &sets.all, &entities);
         let errors: Vec<String> = response
@@ -864,6 +851,7 @@ impl crate::Authorizer for PolicyEngine {
             (None, None) => (Vec::new(), ToolHints::default()),
         };
         let Ok((request, entities)) = self.request(
+            &compiled,
             principal,
             &action,
             context,
@@ -914,6 +902,7 @@ impl Compiled {
             }),
             tools: BTreeMap::new(),
             schema: None,
+            entities: EntityCache::default(),
         }
     }
 }
@@ -1278,6 +1267,113 @@ fn string(s: &str) -> RestrictedExpression {
 
 fn string_set(items: &[String]) -> RestrictedExpression {
     RestrictedExpression::new_set(items.iter().map(|s| string(s)))
+}
+
+/// The entities of a request: the caller, the thing used (a tool with its annotations, in its
+/// service) and the action (a tool's in `call_tool`), and `extra`.
+fn entities(
+    principal: &Principal,
+    action: &Action<'_>,
+    name: &str,
+    (action_uid, resource_uid): (&EntityUid, &EntityUid),
+    hints: Option<ToolHints>,
+    extra: Option<Entity>,
+) -> Result<Entities, String> {
+    let types = &*TYPES;
+    let mut attrs = HashMap::from([
+        ("name".to_owned(), string(name)),
+        ("service".to_owned(), string(action.service)),
+    ]);
+    let mut group = HashSet::new();
+    match action.kind {
+        Kind::Tool => {
+            group.insert(uid(&types.action, CALL_TOOL));
+            let hints = hints.unwrap_or_default();
+            attrs.insert("tool".into(), string(action.name));
+            for (key, value) in [
+                ("read_only", hints.read_only),
+                ("destructive", hints.destructive),
+                ("idempotent", hints.idempotent),
+                ("open_world", hints.open_world),
+            ] {
+                attrs.insert(key.into(), RestrictedExpression::new_bool(value));
+            }
+        }
+        Kind::Prompt => {
+            attrs.insert("prompt".into(), string(action.name));
+        }
+        Kind::Resource => {
+            attrs.insert("uri".into(), string(action.name));
+        }
+    }
+    let resource = Entity::new(
+        resource_uid.clone(),
+        attrs,
+        HashSet::from([uid(&types.service, action.service)]),
+    )
+    .map_err(|e| e.to_string())?;
+    let action_entity = Entity::new_no_attrs(action_uid.clone(), group);
+    let entities = [principal_entity(principal)?, resource, action_entity]
+        .into_iter()
+        .chain(extra);
+    Entities::from_entities(entities, None).map_err(|e| e.to_string())
+}
+
+/// The entities of recent (caller, tool) pairs. Making them is most of what a request costs
+/// besides its policies: Cedar checks the hierarchy and computes its transitive closure anew
+/// each time. Kept per catalog generation (they hold the tools' annotations), keyed by the
+/// whole `Principal` (equality, not only the hash), at most [`MAX_CACHED_ENTITIES`] pairs.
+#[derive(Default)]
+struct EntityCache(RwLock<HashMap<u64, CachedEntities>>);
+
+struct CachedEntities {
+    principal: Principal,
+    tool: String,
+    entities: Arc<Entities>,
+}
+
+const MAX_CACHED_ENTITIES: usize = 4096;
+
+static ENTITY_HASHER: LazyLock<std::collections::hash_map::RandomState> =
+    LazyLock::new(std::collections::hash_map::RandomState::new);
+
+impl EntityCache {
+    fn get(
+        &self,
+        principal: &Principal,
+        tool: &str,
+        make: impl FnOnce() -> Result<Entities, String>,
+    ) -> Result<Arc<Entities>, String> {
+        use std::hash::BuildHasher;
+        // Equal principals hash equal: these fields are part of their equality.
+        let key = ENTITY_HASHER.hash_one((
+            &principal.user,
+            &principal.agent,
+            &principal.tenant,
+            &principal.roles,
+            tool,
+        ));
+        if let Some(cached) = read(&self.0).get(&key)
+            && cached.principal == *principal
+            && cached.tool == tool
+        {
+            return Ok(cached.entities.clone());
+        }
+        let entities = Arc::new(make()?);
+        let mut map = write(&self.0);
+        if map.len() >= MAX_CACHED_ENTITIES {
+            map.clear();
+        }
+        map.insert(
+            key,
+            CachedEntities {
+                principal: principal.clone(),
+                tool: tool.to_owned(),
+                entities: entities.clone(),
+            },
+        );
+        Ok(entities)
+    }
 }
 
 fn principal_entity(p: &Principal) -> Result<Entity, String> {

@@ -843,3 +843,43 @@ fn slices_decide_as_the_whole_policy_set() {
         assert!(seen, "no {what} among {outcomes:#?}");
     }
 }
+
+#[test]
+fn cached_entities_follow_the_caller_and_the_catalog() {
+    let policies = r#"
+@id("support-reads")
+permit (principal in Role::"support", action == Action::"fs.read_file", resource)
+when {
+  resource.read_only && principal has tenant && principal.tenant == "acme" &&
+  principal.auth_method == "api_token" && !principal.scopes.contains("suspended")
+};
+"#;
+    let (engine, _dir) = engine_with(vec![], vec![], policies);
+    let read = |p: &Principal| {
+        call(&engine, p, "fs", "read_file", json!({"path": "/a"}))
+            .expect("typed")
+            .allowed
+    };
+    let mut alice = support("alice");
+    alice.tenant = Some("acme".into());
+    assert!(read(&alice));
+    // The same user and tool with other facts (in the cache key's hash or only in its
+    // equality): not the entities just made.
+    for change in [
+        |p: &mut Principal| p.roles = vec!["sales".into()],
+        |p: &mut Principal| p.tenant = Some("globex".into()),
+        |p: &mut Principal| p.tenant = None,
+        |p: &mut Principal| p.method = AuthMethod::Oidc,
+        |p: &mut Principal| p.scopes = vec!["suspended".into()],
+    ] {
+        let mut other = alice.clone();
+        change(&mut other);
+        assert!(!read(&other), "{other:?}");
+        assert!(read(&alice), "and the first caller is unchanged");
+    }
+    // The tool's annotations change: the next generation's entities have the new ones.
+    let mut tools = catalog().remove(0).1;
+    tools[0].hints.read_only = false;
+    engine.set_catalog("fs", tools);
+    assert!(!read(&alice), "read_only is now false");
+}

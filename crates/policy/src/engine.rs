@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::{Arc, LazyLock, Mutex, RwLock};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use cedar_policy::{
@@ -93,11 +93,51 @@ struct Policies {
     digest: String,
 }
 
-/// The two policy sets a request is evaluated against: every policy that can apply, and the
-/// same without the scope rules.
+/// The policy sets a request is evaluated against: every policy that can apply, and the same
+/// without the scope rules; and the first split by whether a policy reads the context.
 struct Sets {
     all: PolicySet,
     without_scopes: PolicySet,
+    /// The policies of `all` that never name `context`: what they decide depends only on the
+    /// caller and the thing used, so for a tool it is kept with their entities.
+    fixed_permits: PolicySet,
+    fixed_forbids: PolicySet,
+    /// The others: evaluated for every request.
+    varying: PolicySet,
+}
+
+impl Sets {
+    fn new<'a>(policies: impl IntoIterator<Item = (&'a Policy, bool)>) -> Sets {
+        let mut sets = Sets {
+            all: PolicySet::new(),
+            without_scopes: PolicySet::new(),
+            fixed_permits: PolicySet::new(),
+            fixed_forbids: PolicySet::new(),
+            varying: PolicySet::new(),
+        };
+        for (policy, in_without_scopes) in policies {
+            let _ = sets.all.add(policy.clone());
+            if in_without_scopes {
+                let _ = sets.without_scopes.add(policy.clone());
+            }
+            let split = if reads_context(policy) {
+                &mut sets.varying
+            } else if policy.effect() == Effect::Permit {
+                &mut sets.fixed_permits
+            } else {
+                &mut sets.fixed_forbids
+            };
+            let _ = split.add(policy.clone());
+        }
+        sets
+    }
+}
+
+/// Whether `policy` may read the request's context. Its text without the word `context`
+/// cannot name the variable (the word in a string or an annotation only makes it count as
+/// reading the context, which is always safe).
+fn reads_context(policy: &Policy) -> bool {
+    policy.to_string().contains("context")
 }
 
 /// The policies that can apply to one action, and the sets for each kind of caller: a policy
@@ -207,24 +247,17 @@ impl Slice {
         if let Some(sets) = read(&self.sets).get(&key) {
             return sets.clone();
         }
-        let mut sets = Sets {
-            all: PolicySet::new(),
-            without_scopes: PolicySet::new(),
+        let applies = |scoped: &&Scoped| match &scoped.principal {
+            PrincipalScope::Any => true,
+            PrincipalScope::User(u) => key.user.as_ref() == Some(u),
+            PrincipalScope::Role(r) => key.roles.contains(r),
         };
-        for scoped in &self.policies {
-            let applies = match &scoped.principal {
-                PrincipalScope::Any => true,
-                PrincipalScope::User(u) => key.user.as_ref() == Some(u),
-                PrincipalScope::Role(r) => key.roles.contains(r),
-            };
-            if applies {
-                let _ = sets.all.add(scoped.policy.clone());
-                if scoped.in_without_scopes {
-                    let _ = sets.without_scopes.add(scoped.policy.clone());
-                }
-            }
-        }
-        let sets = Arc::new(sets);
+        let sets = Arc::new(Sets::new(
+            self.policies
+                .iter()
+                .filter(applies)
+                .map(|s| (&s.policy, s.in_without_scopes)),
+        ));
         let mut cache = write(&self.sets);
         if cache.len() < MAX_CALLER_KEYS {
             cache.insert(key, sets.clone());
@@ -472,10 +505,10 @@ impl PolicyEngine {
             policies: Arc::new(Policies {
                 slices: Slices::new(&all, &without_scopes),
                 #[cfg(test)]
-                whole: Arc::new(Sets {
-                    all: all.clone(),
-                    without_scopes: without_scopes.clone(),
-                }),
+                whole: Arc::new(Sets::new(
+                    all.policies()
+                        .map(|p| (p, without_scopes.policy(p.id()).is_some())),
+                )),
                 meta,
                 user: user.set,
                 user_permits,
@@ -611,7 +644,7 @@ impl PolicyEngine {
         context: &RequestContext<'_>,
         arguments: Arguments,
         hints: Option<ToolHints>,
-    ) -> Result<(Request, Arc<Entities>), String> {
+    ) -> Result<(Request, Held), String> {
         let name = format!("{}{}{}", action.service, self.separator, action.name);
         let types = &*TYPES;
         let (action_uid, resource_uid) = match action.kind {
@@ -639,9 +672,9 @@ impl PolicyEngine {
                     pairs.push(("arguments".into(), value));
                 }
                 if action.kind == Kind::Tool {
-                    compiled.entities.get(principal, &name, || make(None))?
+                    Held::Cached(compiled.entities.get(principal, &name, || make(None))?)
                 } else {
-                    Arc::new(make(None)?)
+                    Held::Fresh(make(None)?)
                 }
             }
             Arguments::Unknown(names) => {
@@ -662,7 +695,7 @@ impl PolicyEngine {
                     "arguments".into(),
                     RestrictedExpression::new_entity_uid(holder),
                 ));
-                Arc::new(make(Some(entity))?)
+                Held::Fresh(make(Some(entity))?)
             }
         };
         let request = Request::new(
@@ -685,7 +718,7 @@ impl PolicyEngine {
         principal: &Principal,
     ) -> Arc<Sets> {
         #[cfg(test)]
-        if self.unsliced.load(std::sync::atomic::Ordering::Relaxed) {
+        if self.unsliced() {
             return compiled.policies.whole.clone();
         }
         compiled
@@ -711,35 +744,40 @@ impl PolicyEngine {
         arguments: Arguments,
         hints: Option<ToolHints>,
     ) -> Decision {
-        let (request, entities) =
+        let (request, held) =
             match self.request(compiled, principal, action, context, arguments, hints) {
                 Ok(r) => r,
                 Err(e) => return Decision::deny_with_errors("error", vec![e]),
             };
         let sets = self.sets(compiled, action.kind, &request, principal);
-        let response = self.cedar.is_authorized(&request, &sets.all, &entities);
-        let errors: Vec<String> = response
-            .diagnostics()
-            .errors()
-            .map(ToString::to_string)
-            .collect();
-        let mut policies: Vec<String> = response
-            .diagnostics()
-            .reason()
-            .map(ToString::to_string)
-            .collect();
-        policies.sort();
-        if !errors.is_empty() {
+        let entities = held.entities();
+        let outcome = match &held {
+            // The policies that do not read the context decided once for this caller and
+            // tool; only the others are evaluated.
+            Held::Cached(cached) if !self.unsliced() => {
+                let fixed = cached.fixed.get_or_init(|| {
+                    let permits = self.outcome(&request, &sets.fixed_permits, entities);
+                    let forbids = self.outcome(&request, &sets.fixed_forbids, entities);
+                    permits.and(forbids)
+                });
+                fixed
+                    .clone()
+                    .and(self.outcome(&request, &sets.varying, entities))
+            }
+            _ => self.outcome(&request, &sets.all, entities),
+        };
+        if !outcome.errors.is_empty() {
             // Fail closed: Cedar skips a policy that errors, and a skipped forbid would allow.
-            return Decision::deny_with_errors("evaluation-error", errors);
+            return Decision::deny_with_errors("evaluation-error", outcome.errors);
         }
-        if response.decision() == CedarDecision::Allow {
+        if outcome.forbids.is_empty() && !outcome.permits.is_empty() {
             let mut obligations = Obligations::default();
-            for id in response.diagnostics().reason() {
+            for id in &outcome.permits {
                 if let Some(meta) = compiled.policies.meta.get(id) {
                     obligations.merge(&meta.obligations);
                 }
             }
+            let policies = sorted_ids(&outcome.permits);
             return Decision {
                 allowed: true,
                 rule: policies.join(", "),
@@ -748,17 +786,55 @@ impl PolicyEngine {
                 ..Decision::deny(String::new())
             };
         }
-        if policies.is_empty() {
+        if outcome.forbids.is_empty() {
             return Decision::deny("default-deny".into());
         }
+        let policies = sorted_ids(&outcome.forbids);
         let mut decision = Decision {
             rule: policies.join(", "),
             ..Decision::deny(String::new())
         };
         decision.missing_scopes =
-            self.missing_scopes(compiled, &sets, principal, &policies, &request, &entities);
+            self.missing_scopes(compiled, &sets, principal, &policies, &request, entities);
         decision.policies = policies;
         decision
+    }
+
+    /// What the policies of `set` decide for `request`.
+    fn outcome(&self, request: &Request, set: &PolicySet, entities: &Entities) -> Outcome {
+        if set.is_empty() {
+            return Outcome::default();
+        }
+        let response = self.cedar.is_authorized(request, set, entities);
+        let reasons = response.diagnostics().reason().cloned().collect();
+        let (permits, forbids) = if response.decision() == CedarDecision::Allow {
+            (reasons, Vec::new())
+        } else {
+            // Denied: the reasons are the forbids that hold (none: no permit held either).
+            (Vec::new(), reasons)
+        };
+        let mut errors: Vec<String> = response
+            .diagnostics()
+            .errors()
+            .map(ToString::to_string)
+            .collect();
+        errors.sort();
+        Outcome {
+            permits,
+            forbids,
+            errors,
+        }
+    }
+
+    #[cfg(test)]
+    fn unsliced(&self) -> bool {
+        self.unsliced.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    #[cfg(not(test))]
+    #[expect(clippy::unused_self, reason = "the same call as the test build's")]
+    fn unsliced(&self) -> bool {
+        false
     }
 
     /// Refused only by scope rules, and allowed without them: the scopes that are missing.
@@ -850,7 +926,7 @@ impl crate::Authorizer for PolicyEngine {
             ),
             (None, None) => (Vec::new(), ToolHints::default()),
         };
-        let Ok((request, entities)) = self.request(
+        let Ok((request, held)) = self.request(
             &compiled,
             principal,
             &action,
@@ -863,9 +939,9 @@ impl crate::Authorizer for PolicyEngine {
         // Granted items are listed even when the caller lacks a scope they need (step-up: a
         // token with it can call them), so the scope rules do not hide anything.
         let sets = self.sets(&compiled, action.kind, &request, principal);
-        let response = self
-            .cedar
-            .is_authorized_partial(&request, &sets.without_scopes, &entities);
+        let response =
+            self.cedar
+                .is_authorized_partial(&request, &sets.without_scopes, held.entities());
         // `None`: it depends on the arguments, so some arguments may be allowed (a forbid
         // that holds whatever they are has already made it `Deny`).
         response.decision() != Some(CedarDecision::Deny)
@@ -891,10 +967,7 @@ impl Compiled {
             policies: Arc::new(Policies {
                 slices: Slices::new(&none, &none),
                 #[cfg(test)]
-                whole: Arc::new(Sets {
-                    all: PolicySet::new(),
-                    without_scopes: PolicySet::new(),
-                }),
+                whole: Arc::new(Sets::new([])),
                 meta: HashMap::new(),
                 user: none,
                 user_permits: false,
@@ -903,6 +976,48 @@ impl Compiled {
             tools: BTreeMap::new(),
             schema: None,
             entities: EntityCache::default(),
+        }
+    }
+}
+
+/// What a set of policies decided: the permits and forbids that held, and the errors. A set's
+/// outcome is that of its parts together: Cedar denies when a forbid holds (naming all that
+/// hold), else allows when a permit holds (naming all that hold).
+#[derive(Debug, Clone, Default)]
+struct Outcome {
+    permits: Vec<PolicyId>,
+    /// When a forbid holds, the permits that also hold may be missing: they do not matter.
+    forbids: Vec<PolicyId>,
+    errors: Vec<String>,
+}
+
+impl Outcome {
+    fn and(mut self, other: Outcome) -> Outcome {
+        self.permits.extend(other.permits);
+        self.forbids.extend(other.forbids);
+        self.errors.extend(other.errors);
+        self.errors.sort();
+        self
+    }
+}
+
+fn sorted_ids(ids: &[PolicyId]) -> Vec<String> {
+    let mut ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    ids.sort();
+    ids
+}
+
+/// A request's entities: made for it, or kept for its caller and tool.
+enum Held {
+    Fresh(Entities),
+    Cached(Arc<CachedEntities>),
+}
+
+impl Held {
+    fn entities(&self) -> &Entities {
+        match self {
+            Held::Fresh(entities) => entities,
+            Held::Cached(cached) => &cached.entities,
         }
     }
 }
@@ -1324,12 +1439,14 @@ fn entities(
 /// each time. Kept per catalog generation (they hold the tools' annotations), keyed by the
 /// whole `Principal` (equality, not only the hash), at most [`MAX_CACHED_ENTITIES`] pairs.
 #[derive(Default)]
-struct EntityCache(RwLock<HashMap<u64, CachedEntities>>);
+struct EntityCache(RwLock<HashMap<u64, Arc<CachedEntities>>>);
 
 struct CachedEntities {
     principal: Principal,
     tool: String,
-    entities: Arc<Entities>,
+    entities: Entities,
+    /// What the policies that do not read the context decided for this caller and tool.
+    fixed: OnceLock<Outcome>,
 }
 
 const MAX_CACHED_ENTITIES: usize = 4096;
@@ -1343,7 +1460,7 @@ impl EntityCache {
         principal: &Principal,
         tool: &str,
         make: impl FnOnce() -> Result<Entities, String>,
-    ) -> Result<Arc<Entities>, String> {
+    ) -> Result<Arc<CachedEntities>, String> {
         use std::hash::BuildHasher;
         // Equal principals hash equal: these fields are part of their equality.
         let key = ENTITY_HASHER.hash_one((
@@ -1357,22 +1474,20 @@ impl EntityCache {
             && cached.principal == *principal
             && cached.tool == tool
         {
-            return Ok(cached.entities.clone());
+            return Ok(cached.clone());
         }
-        let entities = Arc::new(make()?);
+        let cached = Arc::new(CachedEntities {
+            principal: principal.clone(),
+            tool: tool.to_owned(),
+            entities: make()?,
+            fixed: OnceLock::new(),
+        });
         let mut map = write(&self.0);
         if map.len() >= MAX_CACHED_ENTITIES {
             map.clear();
         }
-        map.insert(
-            key,
-            CachedEntities {
-                principal: principal.clone(),
-                tool: tool.to_owned(),
-                entities: entities.clone(),
-            },
-        );
-        Ok(entities)
+        map.insert(key, cached.clone());
+        Ok(cached)
     }
 }
 

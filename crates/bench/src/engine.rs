@@ -153,10 +153,21 @@ pub fn policy_principal() -> Principal {
     p
 }
 
+/// Who calls in a timed loop.
+#[derive(Clone, Copy)]
+enum Callers {
+    /// The same caller every time (as the load modes).
+    Same,
+    /// A caller of another name (same roles, agent, tenant) every time: nothing the engine
+    /// keeps per caller and tool helps. Making it is inside the thread CPU, outside the timer.
+    NewEach,
+}
+
 fn time(
     label: &'static str,
     engine: &PolicyEngine,
     principal: &Principal,
+    callers: Callers,
     text: &str,
     calls: usize,
 ) -> Result<Timing> {
@@ -176,17 +187,28 @@ fn time(
         session: None,
         now,
     };
+    let caller = |i: usize| match callers {
+        Callers::Same => std::borrow::Cow::Borrowed(principal),
+        Callers::NewEach => {
+            let mut p = principal.clone();
+            p.user = format!("caller-{i}");
+            std::borrow::Cow::Owned(p)
+        }
+    };
     // Warm-up: caches, the allocator, the branch predictor.
+    let warm_up = calls.div_ceil(20).max(100);
     let mut last = None;
-    for _ in 0..calls.div_ceil(20).max(100) {
-        last = Some(engine.authorize(principal, action, &context(SystemTime::now()))?);
+    for i in 0..warm_up {
+        let context = context(SystemTime::now());
+        last = Some(engine.authorize(&caller(i), action, &context)?);
     }
     let mut sorted_ns = Vec::with_capacity(calls);
     let cpu_from = thread_cpu();
-    for _ in 0..calls {
+    for i in warm_up..warm_up + calls {
         let context = context(SystemTime::now());
+        let principal = caller(i);
         let t0 = Instant::now();
-        let decision = engine.authorize(principal, action, &context);
+        let decision = engine.authorize(&principal, action, &context);
         let elapsed = t0.elapsed();
         sorted_ns.push(u32::try_from(elapsed.as_nanos()).unwrap_or(u32::MAX));
         last = Some(decision?);
@@ -250,28 +272,36 @@ fn thread_cpu() -> Duration {
 #[inline(never)]
 fn time_grant(engine: &PolicyEngine, principal: &Principal, calls: usize) -> Result<Timing> {
     let label = "grant only (as gw-stdio)";
-    time(label, engine, principal, crate::TEXT, calls)
+    time(label, engine, principal, Callers::Same, crate::TEXT, calls)
 }
 
 #[inline(never)]
 fn time_policies(engine: &PolicyEngine, principal: &Principal, calls: usize) -> Result<Timing> {
     let label = "100 policies, allowed (as gw-stdio-policy100)";
-    time(label, engine, principal, crate::TEXT, calls)
+    time(label, engine, principal, Callers::Same, crate::TEXT, calls)
 }
 
 #[inline(never)]
 fn time_forbid(engine: &PolicyEngine, principal: &Principal, calls: usize) -> Result<Timing> {
     let label = "100 policies, refused by a forbid";
+    let text = "hello AKIAIOSFODNN7EXAMPLE";
+    time(label, engine, principal, Callers::Same, text, calls)
+}
+
+#[inline(never)]
+fn time_new_callers(engine: &PolicyEngine, principal: &Principal, calls: usize) -> Result<Timing> {
+    let label = "100 policies, allowed, a new caller each call";
     time(
         label,
         engine,
         principal,
-        "hello AKIAIOSFODNN7EXAMPLE",
+        Callers::NewEach,
+        crate::TEXT,
         calls,
     )
 }
 
-/// Runs the three variants, `calls` timed calls each.
+/// Runs the four variants, `calls` timed calls each.
 pub fn run(bin: &Path, calls: usize) -> Result<EngineBench> {
     let dir = tempfile::tempdir()?;
     let root = dir.path().join("files");
@@ -290,8 +320,9 @@ pub fn run(bin: &Path, calls: usize) -> Result<EngineBench> {
         time_grant(&grants, &token, calls)?,
         time_policies(&hundred, &bench, calls)?,
         time_forbid(&hundred, &bench, calls)?,
+        time_new_callers(&hundred, &bench, calls)?,
     ];
-    for (t, allowed) in timings.iter().zip([true, true, false]) {
+    for (t, allowed) in timings.iter().zip([true, true, false, true]) {
         if t.allowed != allowed {
             bail!(
                 "{}: expected {}, the engine said {} ({})",

@@ -90,6 +90,10 @@ fn quick_run_measures_every_mode() {
             "100 policies, refused by a forbid",
             "deny: dlp-echo-aws-access-key",
         ),
+        (
+            "100 policies, allowed, a new caller each call",
+            "allow: support-echo",
+        ),
     ] {
         let row = stdout
             .lines()

@@ -5,7 +5,10 @@
 //! - **gw-http**: through the gateway, whose upstream is that same HTTP echo server;
 //! - **gw-stdio**: through the gateway, whose upstream is the built-in echo over stdio;
 //! - **gw-stdio-jwt**: the same, with the client authenticated by an OIDC JWT instead of an API
-//!   token ([`jwt`]), so the two gateway CPU columns show what JWT authentication adds.
+//!   token ([`jwt`]), so the two gateway CPU columns show what JWT authentication adds;
+//! - **gw-stdio-policy100**: the same stdio echo, decided by 100 Cedar policies ([`policies`])
+//!   instead of the one grant, so the two gateway CPU columns show what policy evaluation adds;
+//!   with it, the policy engine alone is timed per call ([`engine`]).
 //!
 //! It also measures one legitimate client's latency through the gateway while 10,000 idle and
 //! 1,000 slow-header connections are held against it from many loopback addresses
@@ -18,7 +21,9 @@
 //! start after the warm-up and finish before the end count.
 
 mod attack;
+mod engine;
 mod jwt;
+mod policies;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -32,6 +37,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
 use serde_json::{Value, json};
+
+// The gateway's allocator (crates/cli), for the in-process policy engine timing.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const V2026: &str = "2026-07-28";
 const V2025: &str = "2025-11-25";
@@ -52,14 +61,25 @@ struct Args {
     /// Eras to run, comma-separated: 2026 (stateless 2026-07-28), 2025 (2025-11-25 sessions).
     #[arg(long, default_value = "2026,2025", value_delimiter = ',')]
     eras: Vec<String>,
-    /// Modes to run, comma-separated: direct, gw-http, gw-stdio, gw-stdio-jwt (ratios need
-    /// direct).
+    /// Modes to run, comma-separated: direct, gw-http, gw-stdio, gw-stdio-jwt,
+    /// gw-stdio-policy100 (ratios need direct).
     #[arg(
         long,
-        default_value = "direct,gw-http,gw-stdio,gw-stdio-jwt",
+        default_value = "direct,gw-http,gw-stdio,gw-stdio-jwt,gw-stdio-policy100",
         value_delimiter = ','
     )]
     modes: Vec<String>,
+    /// Timed `PolicyEngine::authorize` calls per variant of the engine micro-benchmark (run
+    /// with the gw-stdio-policy100 mode); 0 skips it.
+    #[arg(long, default_value_t = 200_000)]
+    engine_calls: usize,
+    /// Only the engine micro-benchmark (no load, no memory, no flood).
+    #[arg(long)]
+    engine_only: bool,
+    /// Only write the 100 policies of the policy mode to this file, and the `[[auth.tokens]]`
+    /// fields and services they expect to stdout (scripts/bench-instructions uses it).
+    #[arg(long)]
+    write_policies: Option<PathBuf>,
     /// The protocol the gateway speaks to the HTTP upstream (`protocol` in its config).
     #[arg(long, default_value = "2025-11-25")]
     upstream_protocol: String,
@@ -116,6 +136,7 @@ enum Mode {
     GatewayHttp,
     GatewayStdio,
     GatewayStdioJwt,
+    GatewayStdioPolicy,
 }
 
 impl Mode {
@@ -125,8 +146,12 @@ impl Mode {
             "gw-http" | "b" => Ok(Mode::GatewayHttp),
             "gw-stdio" | "c" => Ok(Mode::GatewayStdio),
             "gw-stdio-jwt" | "d" => Ok(Mode::GatewayStdioJwt),
+            "gw-stdio-policy100" | "e" => Ok(Mode::GatewayStdioPolicy),
             other => {
-                bail!("unknown mode {other:?} (use direct, gw-http, gw-stdio or gw-stdio-jwt)")
+                bail!(
+                    "unknown mode {other:?} (use direct, gw-http, gw-stdio, gw-stdio-jwt or \
+                     gw-stdio-policy100)"
+                )
             }
         }
     }
@@ -136,6 +161,7 @@ impl Mode {
             Mode::GatewayHttp => "gw→http (b)",
             Mode::GatewayStdio => "gw→stdio (c)",
             Mode::GatewayStdioJwt => "gw→stdio, JWT (d)",
+            Mode::GatewayStdioPolicy => "gw→stdio, 100 policies (e)",
         }
     }
 }
@@ -188,6 +214,13 @@ fn main() -> Result<()> {
         args.services = args.services.min(10);
         args.attack_idle = args.attack_idle.min(1_000);
         args.attack_slowloris = args.attack_slowloris.min(100);
+        args.engine_calls = args.engine_calls.min(20_000);
+    }
+    if let Some(path) = &args.write_policies {
+        std::fs::write(path, policies::text())
+            .with_context(|| format!("write {}", path.display()))?;
+        print!("{}", policies::token_fields());
+        return Ok(());
     }
     raise_open_file_limit();
     anyhow::ensure!(args.clients > 0, "--clients must be at least 1");
@@ -217,6 +250,13 @@ fn main() -> Result<()> {
         });
     }
     let bin = locate_micromcp(args.micromcp.clone())?;
+    if args.engine_only {
+        println!("micromcp-bench: {}", bin.display());
+        println!("machine: {}", machine_summary());
+        let bench = engine::run(&bin, args.engine_calls.max(1))?;
+        println!("{}", bench.render());
+        return Ok(());
+    }
     rt.block_on(run(args, eras, modes, bin))
 }
 
@@ -261,6 +301,11 @@ async fn run(args: Args, eras: Vec<Era>, modes: Vec<Mode>, bin: PathBuf) -> Resu
     } else {
         None
     };
+    let gw_policy = if modes.contains(&Mode::GatewayStdioPolicy) {
+        Some(Gateway::start_with_policies(&bin).await?)
+    } else {
+        None
+    };
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_http = rss_kb(gw_http.pid())?;
     let idle_stdio = rss_kb(gw_stdio.pid())?;
@@ -292,6 +337,15 @@ async fn run(args: Args, eras: Vec<Era>, modes: Vec<Mode>, bin: PathBuf) -> Resu
                         Some(gw.pid()),
                     )
                 }
+                Mode::GatewayStdioPolicy => {
+                    let gw = gw_policy.as_ref().context("policy gateway")?;
+                    (
+                        gw.url.clone(),
+                        Some(gw.token.clone()),
+                        "echo.echo",
+                        Some(gw.pid()),
+                    )
+                }
             };
             let target = Target {
                 url,
@@ -310,6 +364,11 @@ async fn run(args: Args, eras: Vec<Era>, modes: Vec<Mode>, bin: PathBuf) -> Resu
                         .as_ref()
                         .and_then(|gw| child_pids(gw.pid()).first().copied())
                         .context("the stdio echo service (JWT gateway) is not running")?,
+                    // Its children are echo, fs and web: charge the echo.
+                    Mode::GatewayStdioPolicy => gw_policy
+                        .as_ref()
+                        .and_then(|gw| echo_child(gw.pid()))
+                        .context("the stdio echo service (policy gateway) is not running")?,
                     _ => upstream.child.id(),
                 },
             };
@@ -340,7 +399,21 @@ async fn run(args: Args, eras: Vec<Era>, modes: Vec<Mode>, bin: PathBuf) -> Resu
     drop(gw_http);
     drop(gw_stdio);
     drop(gw_jwt);
+    drop(gw_policy);
     drop(issuer);
+    let engine = if modes.contains(&Mode::GatewayStdioPolicy) && args.engine_calls > 0 {
+        let bench = engine::run(&bin, args.engine_calls).context("policy engine")?;
+        eprintln!(
+            "  policy engine alone: grant p50 {:.2} µs p99 {:.2} µs; 100 policies p50 {:.2} µs p99 {:.2} µs",
+            bench.timings[0].quantile_us(0.5),
+            bench.timings[0].quantile_us(0.99),
+            bench.timings[1].quantile_us(0.5),
+            bench.timings[1].quantile_us(0.99),
+        );
+        Some(bench)
+    } else {
+        None
+    };
     drop(upstream);
 
     let scaling = if args.services > 0 {
@@ -350,6 +423,9 @@ async fn run(args: Args, eras: Vec<Era>, modes: Vec<Mode>, bin: PathBuf) -> Resu
     };
 
     let mut report = render(&args, &eras, &results, idle_http, idle_stdio, scaling);
+    if let Some(engine) = &engine {
+        report += &engine.render();
+    }
     if let Some(flood) = &flood {
         report += &flood.render();
     }
@@ -846,15 +922,59 @@ struct Gateway {
 }
 
 impl Gateway {
+    /// A gateway whose bench principal has the grant `<service>.*` for each of `wait_for`.
     async fn start(bin: &Path, services: &str, wait_for: &[&str]) -> Result<Gateway> {
-        let (token, hash) = micromcp_auth::new_token()?;
         let dir = tempfile::tempdir()?;
+        Self::start_in(
+            bin,
+            dir,
+            "",
+            &format!("{}{services}", grant(wait_for)),
+            wait_for,
+        )
+        .await
+    }
+
+    /// The policy mode's gateway: no grant; the 100 policies of [`policies`] decide, in front
+    /// of the same stdio echo (and the idle `fs` and `web` services they also name); the bench
+    /// principal has the agent, tenant and roles the policies expect.
+    async fn start_with_policies(bin: &Path) -> Result<Gateway> {
+        let dir = tempfile::tempdir()?;
+        let root = dir.path().join("files");
+        std::fs::create_dir_all(root.join("public"))?;
+        std::fs::write(root.join("public/readme.txt"), "public\n")?;
+        let file = dir.path().join("policies.cedar");
+        std::fs::write(&file, policies::text())?;
+        let body = format!(
+            "\n[policy]\nfiles = [\"{}\"]\n{}",
+            file.display(),
+            policies::services(&root.display().to_string())
+        );
+        Self::start_in(
+            bin,
+            dir,
+            &policies::token_fields(),
+            &body,
+            &["echo", "fs", "web"],
+        )
+        .await
+    }
+
+    /// Writes the config (listen, audit, the bench token with `token_fields`, then `body`) into
+    /// `dir` and starts the gateway; ready when every service of `wait_for` is.
+    async fn start_in(
+        bin: &Path,
+        dir: tempfile::TempDir,
+        token_fields: &str,
+        body: &str,
+        wait_for: &[&str],
+    ) -> Result<Gateway> {
+        let (token, hash) = micromcp_auth::new_token()?;
         let audit = dir.path().join("audit.jsonl");
         let config = format!(
             "[listen]\naddr = \"127.0.0.1:0\"\n\n[audit]\nfile = \"{}\"\n\n[[auth.tokens]]\n\
-             principal = \"bench\"\nhash = \"{hash}\"\n{}{services}",
+             principal = \"bench\"\nhash = \"{hash}\"\n{token_fields}{body}",
             audit.display(),
-            grant(wait_for)
         );
         let path = dir.path().join("gateway.toml");
         std::fs::write(&path, config)?;
@@ -959,6 +1079,16 @@ fn children(pid: u32) -> (usize, u64) {
     let kids = child_pids(pid);
     let rss = kids.iter().map(|&k| rss_kb(k).unwrap_or(0)).sum();
     (kids.len(), rss)
+}
+
+/// The child of `pid` that runs `micromcp serve echo`.
+fn echo_child(pid: u32) -> Option<u32> {
+    child_pids(pid).into_iter().find(|&child| {
+        std::fs::read(format!("/proc/{child}/cmdline")).is_ok_and(|cmdline| {
+            let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+            args.windows(2).any(|w| w == [b"serve".as_slice(), b"echo"])
+        })
+    })
 }
 
 /// The pids whose parent is `pid`.
@@ -1104,7 +1234,12 @@ fn render(
         let Some(a) = results.get(&(era, Mode::Direct)) else {
             continue;
         };
-        for mode in [Mode::GatewayHttp, Mode::GatewayStdio, Mode::GatewayStdioJwt] {
+        for mode in [
+            Mode::GatewayHttp,
+            Mode::GatewayStdio,
+            Mode::GatewayStdioJwt,
+            Mode::GatewayStdioPolicy,
+        ] {
             if let Some(x) = results.get(&(era, mode)) {
                 let _ = writeln!(
                     s,
@@ -1138,6 +1273,32 @@ fn render(
         let _ = writeln!(s, "| era | API token µs | JWT µs | JWT − token µs |");
         let _ = writeln!(s, "|---|---:|---:|---:|");
         for row in jwt_rows {
+            let _ = writeln!(s, "{row}");
+        }
+    }
+    let policy_rows: Vec<String> = eras
+        .iter()
+        .filter_map(|&era| {
+            let grant = results.get(&(era, Mode::GatewayStdio))?.cpu_us[1]?;
+            let policies = results.get(&(era, Mode::GatewayStdioPolicy))?.cpu_us[1]?;
+            Some(format!(
+                "| {} | {grant:.1} | {policies:.1} | {:+.1} |",
+                era.label(),
+                policies - grant
+            ))
+        })
+        .collect();
+    if !policy_rows.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n## Policy cost: gateway CPU per call, one grant (c) vs 100 Cedar policies (e)\n"
+        );
+        let _ = writeln!(
+            s,
+            "| era | grant µs | 100 policies µs | policies − grant µs |"
+        );
+        let _ = writeln!(s, "|---|---:|---:|---:|");
+        for row in policy_rows {
             let _ = writeln!(s, "{row}");
         }
     }

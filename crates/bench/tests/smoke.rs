@@ -42,7 +42,12 @@ fn quick_run_measures_every_mode() {
         "bench failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
     );
     for era in ["2026-07-28 stateless", "2025-11-25 session"] {
-        for mode in ["direct (a)", "gw→http (b)", "gw→stdio (c)"] {
+        for mode in [
+            "direct (a)",
+            "gw→http (b)",
+            "gw→stdio (c)",
+            "gw→stdio, 100 policies (e)",
+        ] {
             let row = stdout
                 .lines()
                 .find(|l| l.starts_with(&format!("| {era} | {mode} | ")))
@@ -57,11 +62,47 @@ fn quick_run_measures_every_mode() {
             }
             assert_eq!(cells[8], "0", "errors in {row}");
         }
-        for via in ["gw→http (b)", "gw→stdio (c)"] {
+        for via in ["gw→http (b)", "gw→stdio (c)", "gw→stdio, 100 policies (e)"] {
             assert!(
                 stdout.contains(&format!("| {era} | {via} | ")),
                 "no ratio row for {era} {via}"
             );
+        }
+        // | era | grant µs | 100 policies µs | policies − grant µs |
+        let row = stdout
+            .lines()
+            .skip_while(|l| !l.starts_with("## Policy cost"))
+            .find(|l| l.starts_with(&format!("| {era} | ")))
+            .unwrap_or_else(|| panic!("no policy cost row for {era}:\n{stdout}"));
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        for cell in &cells[2..4] {
+            assert!(cell.parse::<f64>().is_ok_and(|v| v > 0.0), "{row}");
+        }
+    }
+    // The engine alone: each variant decided as expected (the bench checks it) and was timed.
+    for (label, decision) in [
+        ("grant only (as gw-stdio)", "allow: grants[0]"),
+        (
+            "100 policies, allowed (as gw-stdio-policy100)",
+            "allow: support-echo",
+        ),
+        (
+            "100 policies, refused by a forbid",
+            "deny: dlp-echo-aws-access-key",
+        ),
+        (
+            "100 policies, allowed, a new caller each call",
+            "allow: support-echo",
+        ),
+    ] {
+        let row = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("| {label} | ")))
+            .unwrap_or_else(|| panic!("no engine row {label:?}:\n{stdout}"));
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        assert_eq!(cells[2], decision, "{row}");
+        for cell in &cells[3..10] {
+            assert!(cell.parse::<f64>().is_ok_and(|v| v > 0.0), "{row}");
         }
     }
     for state in [

@@ -1,6 +1,7 @@
 //! The engine end to end: grants and scope rules compiled to Cedar, operator policies on
 //! arguments, forbid over permit, evaluation errors, lists, obligations, reloads.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -679,4 +680,237 @@ fn tools_outside_the_catalog_are_listed_by_what_grants_say() {
     };
     assert!(engine.may_list(&alice, action, None, &context()));
     assert!(!engine.may_list(&principal("bob", None), action, None, &context()));
+}
+
+/// Policies with every kind of scope the slices reason about (actions named alone, in lists,
+/// the `call_tool` group, any action; principals by user, `in User`, by role, `is … in`), for
+/// [`slices_decide_as_the_whole_policy_set`].
+const SCOPES: &str = r#"
+@id("ops-any-tool")
+permit (principal in Role::"ops", action in Action::"call_tool", resource)
+when { resource.read_only || context.time.weekday != "Sat" };
+
+@id("contractors-never-on-weekends")
+forbid (principal in Role::"contractor", action, resource)
+when { ["Sat", "Sun"].contains(context.time.weekday) };
+
+@id("carol-files")
+permit (principal == User::"carol", action in [Action::"fs.read_file", Action::"fs.write_file"], resource)
+unless { context.arguments has path && context.arguments.path like "/etc/*" };
+
+@id("dave-in-himself")
+permit (principal in User::"dave", action == Action::"echo.add", resource);
+
+@id("typed-ops-refunds")
+permit (principal is User in Role::"ops", action == Action::"shop.refund", resource)
+when { context.arguments.amount.lessThan(decimal("500.0")) };
+
+@id("prompts-for-support")
+permit (principal in Role::"support", action == Action::"get_prompt", resource)
+when { resource.service == "echo" };
+
+@id("resources-in-list")
+permit (principal, action in [Action::"read_resource", Action::"fs.read_file"], resource)
+when { principal has agent && principal.agent == "reader-bot" };
+
+@id("no-writes-for-bots")
+forbid (principal, action in Action::"call_tool", resource)
+when { !resource.read_only && principal has agent };
+
+@id("refund-overflow")
+forbid (principal in Role::"ops", action == Action::"shop.refund", resource)
+when { context.arguments.order == "boom" && 9223372036854775807 + 1 > 0 };
+"#;
+
+#[test]
+fn slices_decide_as_the_whole_policy_set() {
+    let mut ops_grant = grant("x", None, &["fs.read_*", "shop.*"]);
+    ops_grant.principal = None;
+    ops_grant.roles = vec!["ops".into()];
+    let rules = vec![ScopeRule {
+        scopes: vec!["files:write".into()],
+        tools: vec!["fs.write_*".into()],
+        prompts: vec![],
+        resources: vec![],
+    }];
+    let grants = vec![grant("bob", None, &["fs.*", "echo.*"]), ops_grant];
+    let (engine, _dir) = engine_with(grants, rules, &format!("{SUPPORT}{SCOPES}"));
+
+    let with = |user: &str, agent: Option<&str>, roles: &[&str], scopes: &[&str]| {
+        let mut p = principal(user, agent);
+        p.roles = roles.iter().map(|r| (*r).to_owned()).collect();
+        p.scopes = scopes.iter().map(|s| (*s).to_owned()).collect();
+        p
+    };
+    let principals = [
+        support("alice"),
+        with("bob", None, &[], &[]),
+        with("bob", None, &[], &["files:write"]),
+        with("carol", None, &["ops"], &[]),
+        with("dave", Some("reader-bot"), &["support", "contractor"], &[]),
+        with(
+            "erin",
+            Some("reader-bot"),
+            &["ops", "contractor", "ops"],
+            &[],
+        ),
+        with("frank", None, &[], &[]),
+    ];
+    let calls: Vec<(Kind, &str, &str, Value)> = vec![
+        (Kind::Tool, "fs", "read_file", json!({"path": "/public/a"})),
+        (
+            Kind::Tool,
+            "fs",
+            "read_file",
+            json!({"path": "/etc/passwd"}),
+        ),
+        (
+            Kind::Tool,
+            "fs",
+            "read_file",
+            json!({"path": "/public/../x"}),
+        ),
+        (
+            Kind::Tool,
+            "fs",
+            "write_file",
+            json!({"path": "/tmp/x", "text": "y"}),
+        ),
+        (
+            Kind::Tool,
+            "shop",
+            "refund",
+            json!({"order": "A1", "amount": 40}),
+        ),
+        (
+            Kind::Tool,
+            "shop",
+            "refund",
+            json!({"order": "A2", "amount": 700}),
+        ),
+        (
+            Kind::Tool,
+            "shop",
+            "refund",
+            json!({"order": "boom", "amount": 1}),
+        ),
+        (Kind::Tool, "echo", "add", json!({})),
+        (Kind::Prompt, "echo", "greet", Value::Null),
+        (Kind::Prompt, "fs", "summarize", Value::Null),
+        (Kind::Resource, "fs", "file:///public/a", Value::Null),
+    ];
+    let mut outcomes = HashSet::new();
+    for now in [context(), context_at(saturday())] {
+        for p in &principals {
+            for (kind, service, name, args) in &calls {
+                let args = args.as_object().cloned();
+                let action = Action {
+                    kind: *kind,
+                    service,
+                    name,
+                    arguments: args.as_ref(),
+                };
+                let sliced = engine.authorize(p, action, &now);
+                let listed = engine.may_list(p, action, None, &now);
+                engine.set_unsliced(true);
+                let whole = engine.authorize(p, action, &now);
+                let whole_listed = engine.may_list(p, action, None, &now);
+                engine.set_unsliced(false);
+                assert_eq!(sliced, whole, "{p:?} {kind:?} {service}/{name}");
+                assert_eq!(
+                    listed, whole_listed,
+                    "list: {p:?} {kind:?} {service}/{name}"
+                );
+                let d = sliced.expect("typed");
+                outcomes.insert((d.allowed, d.rule.clone(), d.missing_scopes.is_some()));
+            }
+        }
+    }
+    // The matrix reaches every kind of outcome, so the comparison means something.
+    for (what, seen) in [
+        ("an allow", outcomes.iter().any(|o| o.0)),
+        (
+            "a default deny",
+            outcomes.iter().any(|o| o.1 == "default-deny"),
+        ),
+        (
+            "a forbid",
+            outcomes.iter().any(|o| !o.0 && o.1 == "no-dotdot"),
+        ),
+        (
+            "an evaluation error",
+            outcomes.iter().any(|o| o.1 == "evaluation-error"),
+        ),
+        ("a missing scope", outcomes.iter().any(|o| o.2)),
+        (
+            "a user-scoped permit",
+            outcomes.iter().any(|o| o.1.contains("carol-files")),
+        ),
+        (
+            "an `in User` permit",
+            outcomes.iter().any(|o| o.1.contains("dave-in-himself")),
+        ),
+        (
+            "an `is … in` permit",
+            outcomes.iter().any(|o| o.1.contains("typed-ops-refunds")),
+        ),
+        (
+            "a prompt permit",
+            outcomes.iter().any(|o| o.1.contains("prompts-for-support")),
+        ),
+        (
+            "an action-list permit",
+            outcomes.iter().any(|o| o.1.contains("resources-in-list")),
+        ),
+        (
+            "a call_tool forbid",
+            outcomes.iter().any(|o| o.1.contains("no-writes-for-bots")),
+        ),
+        (
+            "a role forbid on any action",
+            outcomes.iter().any(|o| o.1.contains("contractors-never")),
+        ),
+    ] {
+        assert!(seen, "no {what} among {outcomes:#?}");
+    }
+}
+
+#[test]
+fn cached_entities_follow_the_caller_and_the_catalog() {
+    let policies = r#"
+@id("support-reads")
+permit (principal in Role::"support", action == Action::"fs.read_file", resource)
+when {
+  resource.read_only && principal has tenant && principal.tenant == "acme" &&
+  principal.auth_method == "api_token" && !principal.scopes.contains("suspended")
+};
+"#;
+    let (engine, _dir) = engine_with(vec![], vec![], policies);
+    let read = |p: &Principal| {
+        call(&engine, p, "fs", "read_file", json!({"path": "/a"}))
+            .expect("typed")
+            .allowed
+    };
+    let mut alice = support("alice");
+    alice.tenant = Some("acme".into());
+    assert!(read(&alice));
+    // The same user and tool with other facts (in the cache key's hash or only in its
+    // equality): not the entities just made.
+    for change in [
+        |p: &mut Principal| p.roles = vec!["sales".into()],
+        |p: &mut Principal| p.tenant = Some("globex".into()),
+        |p: &mut Principal| p.tenant = None,
+        |p: &mut Principal| p.method = AuthMethod::Oidc,
+        |p: &mut Principal| p.scopes = vec!["suspended".into()],
+    ] {
+        let mut other = alice.clone();
+        change(&mut other);
+        assert!(!read(&other), "{other:?}");
+        assert!(read(&alice), "and the first caller is unchanged");
+    }
+    // The tool's annotations change: the next generation's entities have the new ones.
+    let mut tools = catalog().remove(0).1;
+    tools[0].hints.read_only = false;
+    engine.set_catalog("fs", tools);
+    assert!(!read(&alice), "read_only is now false");
 }

@@ -323,7 +323,7 @@ fn plain(text: &str) -> String {
     out
 }
 
-/// Pretty JSON whose strings show hidden characters as `\uXXXX` escapes (JSON already escapes
+/// Pretty JSON whose strings show hidden characters as `\u` escapes (four hex digits) (JSON already escapes
 /// control characters; the value, and so its hash, is unchanged).
 fn pretty(value: &Value) -> String {
     let text = serde_json::to_string_pretty(value).unwrap_or_else(|_| "?".into());
